@@ -1,0 +1,122 @@
+"""The app factory: one FastAPI app serving /api/v1, the web pages, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from itsdangerous import TimestampSigner
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from dtaas import db
+from dtaas.api import errors
+from dtaas.api.middleware import BodyLimitMiddleware, Metrics, RequestContextMiddleware
+from dtaas.config import Settings, get_settings
+from dtaas.logs import configure_logging
+from dtaas.security import routes as security_routes
+from dtaas.security import service as security
+from dtaas.security.deps import MetricsReader
+from dtaas.web import pages
+from dtaas.web import routes as web_routes
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable ids (the function name) keep generated clients readable.
+    return route.name
+
+
+def prepare(settings: Settings) -> dict[str, str]:
+    """Migrate the database and seed the demo; returns first-start demo passwords."""
+    engine = db.make_engine(settings)
+    try:
+        db.upgrade(engine)
+        settings.resolved_files_dir.mkdir(parents=True, exist_ok=True)
+        with db.make_sessionmaker(engine)() as session:
+            security.ensure_organisation(session=session, settings=settings)
+            session.commit()
+            if settings.demo:
+                return security.seed_demo(session=session, settings=settings)
+            return {}
+    finally:
+        engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app for ``settings`` (default: the process's settings)."""
+    settings = settings or get_settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    engine = db.make_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        log.info("dtaas started database=%s", engine.url.get_backend_name())
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="dtaas",
+        summary="Digital Twin as a Service",
+        version="0.1.0",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        generate_unique_id_function=_operation_id,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = db.make_sessionmaker(engine)
+    app.state.cookie_signer = TimestampSigner(settings.signing_key(), salt="dtaas.session")
+    metrics = Metrics()
+    app.state.metrics = metrics
+
+    errors.install(app)
+
+    api = APIRouter(prefix=API_PREFIX, responses=errors.ERROR_RESPONSES)
+    api.include_router(security_routes.router)
+    app.include_router(api)
+    app.include_router(web_routes.router)
+
+    @app.get("/healthz", tags=["platform"], responses={503: {"model": errors.ErrorResponse}})
+    def healthz() -> JSONResponse:
+        """Liveness and readiness: answers 200 when the database answers."""
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            log.exception("health check: database unreachable")
+            return JSONResponse(
+                {
+                    "detail": [
+                        {
+                            "type": "backend_unavailable",
+                            "msg": "The database does not answer; check DTAAS_DATABASE_URL.",
+                            "loc": ["database"],
+                        }
+                    ]
+                },
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    @app.get("/metrics", tags=["platform"], responses=errors.ERROR_RESPONSES)
+    def read_metrics(actor: MetricsReader) -> Response:
+        """Prometheus metrics (admins, or a token of an admin)."""
+        del actor  # the dependency is the permission check
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

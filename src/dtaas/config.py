@@ -1,0 +1,141 @@
+"""Settings: ``DTAAS_*`` environment variables over an optional TOML file over defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "DTAAS_CONFIG_FILE"
+DEFAULT_CONFIG_FILE = Path("dtaas.toml")
+
+
+def _config_file() -> Path | None:
+    """The TOML file to read: ``$DTAAS_CONFIG_FILE``, else ``./dtaas.toml`` if present."""
+    named = os.environ.get(CONFIG_FILE_ENV)
+    if named:
+        return Path(named)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform, with a safe default for a laptop."""
+
+    model_config = SettingsConfigDict(env_prefix="DTAAS_", extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path(".dtaas-data"),
+        description="Where the SQLite database, secret key and files live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is a SQLite file in the data directory. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    files_dir: Path | None = Field(
+        default=None, description="Root of the users' libraries; default <data_dir>/files."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `dtaas serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535)
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs cookies; default is generated once into the data directory.",
+    )
+    organisation: str = Field(default="Demo organisation", min_length=1, max_length=200)
+    demo: bool = Field(default=True, description="Seed demo users at first start.")
+    session_max_age_seconds: int = Field(default=14 * 24 * 3600, ge=60)
+    cookie_secure: bool = Field(
+        default=False, description="Send cookies only over HTTPS; turn on behind TLS."
+    )
+    token_default_days: int = Field(default=90, ge=1, le=3650)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: int = Field(default=60, ge=1)
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Limit for JSON and form bodies."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003  # fixed signature
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_an_address(cls, value: str) -> str:
+        if value == "localhost":
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"host {value!r} is not an IP address; use e.g. 127.0.0.1") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith(("postgres://", "postgresql://")):
+            # Plain postgres URLs would pick psycopg2, which we do not ship.
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        if not value.startswith(("sqlite", "postgresql+psycopg://")):
+            raise ValueError(
+                "database_url must be sqlite:///<file> or postgresql+psycopg://...; "
+                f"got a URL with scheme {value.split(':', 1)[0]!r}"
+            )
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'dtaas.db').resolve()}"
+
+    @property
+    def resolved_files_dir(self) -> Path:
+        """Root of the libraries: ``<files>/<user>/...`` and ``<files>/common/...``."""
+        return (self.files_dir or self.data_dir / "files").resolve()
+
+    def signing_key(self) -> str:
+        """The cookie-signing key: configured, or created once with mode 0600 and reused."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+            tmp.replace(path)
+        return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

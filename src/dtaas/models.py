@@ -1,0 +1,8 @@
+"""Every domain's tables, imported in one place for Alembic and the tests."""
+
+from __future__ import annotations
+
+
+def load_all() -> None:
+    """Import each domain's models so their tables join ``Base.metadata``."""
+    import dtaas.security.models  # noqa: F401

@@ -1,0 +1,1 @@
+"""Security: users, roles, sessions, API tokens and the one permission check."""
