@@ -1,0 +1,122 @@
+"""Fixtures shared by every test: settings, a database per backend, sessions, an app client.
+
+Database tests run twice: on SQLite and on the machine's PostgreSQL (127.0.0.1:5432,
+database ``test``), each run in its own throw-away schema. Each test runs inside an outer
+transaction that is rolled back, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+from dtaas import db
+from dtaas.api.app import create_app
+from dtaas.config import Settings
+from dtaas.security.models import Role
+from tests.factories import make_principal, make_user
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "DTAAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A fresh, migrated database per backend for the whole run."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "dtaas.db"
+        yield f"sqlite:///{path}"
+        return
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(POSTGRES_ADMIN_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    base = Settings(data_dir=tmp_path_factory.mktemp("engine"), database_url=database_url)
+    engine = db.make_engine(base)
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for one test: its own data directory, loopback only."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        host="127.0.0.1",
+        secret_key="test-secret-key-not-for-production",
+        demo=False,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    """A session whose commits only release savepoints; everything is rolled back after."""
+    connection = engine.connect()
+    outer = connection.begin()
+    session = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def client(settings: Settings, session: Session) -> Iterator[TestClient]:
+    """The app for ``settings``, with every request using the test's session."""
+    app = create_app(settings)
+
+    def test_session() -> Iterator[Session]:
+        try:
+            yield session
+        except Exception:
+            session.rollback()
+            raise
+
+    app.dependency_overrides[db.get_session] = test_session
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin(session: Session, settings: Settings):
+    return make_user(session, settings, username="root-admin", role=Role.ADMIN)
+
+
+@pytest.fixture
+def alice(session: Session, settings: Settings):
+    return make_user(session, settings, username="alice", role=Role.USER)
+
+
+@pytest.fixture
+def viewer(session: Session, settings: Settings):
+    return make_user(session, settings, username="victor", role=Role.VIEWER)
+
+
+@pytest.fixture
+def admin_principal(admin):
+    return make_principal(admin)
