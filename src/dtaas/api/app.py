@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Digital Twin as a Service",
         version="0.1.0",
         docs_url="/api/docs",
+        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
         redoc_url=None,
         openapi_url="/api/openapi.json",
         generate_unique_id_function=_operation_id,

@@ -9,6 +9,7 @@ import time
 import uuid
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dtaas.errors import PayloadTooLarge
@@ -84,10 +85,6 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class BodyTooLarge(Exception):
-    """Raised inside the app when a streamed body passes the limit."""
-
-
 class BodyLimitMiddleware:
     """Refuses bodies over ``limit`` bytes, by Content-Length or while streaming.
 
@@ -108,20 +105,32 @@ class BodyLimitMiddleware:
             await self._refuse(send)
             return
         received = 0
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise BodyTooLarge
+                    # Answer now and tell the app the client left: frameworks turn
+                    # exceptions raised while reading into their own 400.
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
         try:
-            await self.app(scope, counting_receive, send)
-        except BodyTooLarge:
-            await self._refuse(send)
+            await self.app(scope, counting_receive, guarded_send)
+        except ClientDisconnect:
+            if not refused:
+                raise
 
     async def _refuse(self, send: Send) -> None:
         error = PayloadTooLarge(
