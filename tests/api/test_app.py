@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from dtaas.api.app import create_app
-
 from tests.factories import bearer
 
 # The only routes reachable without credentials.
