@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Limit for JSON and form bodies."
     )
+    upload_max_bytes: int = Field(
+        default=4 * 1024**3, ge=1024, description="Largest upload request (413 above)."
+    )
+    edit_max_bytes: int = Field(
+        default=5 * 1024**2, ge=1024, description="Largest text file saved by the editor."
+    )
+    zip_max_entries: int = Field(default=20_000, ge=1)
+    zip_max_total_bytes: int = Field(default=8 * 1024**3, ge=1024)
+    zip_max_ratio: int = Field(default=200, ge=2, description="Compression ratio of a bomb.")
+    search_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -10,6 +10,7 @@
      ├── NotFound ............... 404  no such resource, or the caller may not know it
      ├── Conflict ............... 409  a duplicate, or a state change not allowed now
      ├── PreconditionFailed ..... 412  a stale write (If-Match does not match)
+     ├── PreconditionRequired ... 428  an overwrite without If-Match
      ├── PayloadTooLarge ........ 413  a body over the configured limit
      ├── TooManyRequests ........ 429  a rate limit; carries ``retry_after`` seconds
      └── BackendUnavailable ..... 503  a database, broker or cluster is unreachable
@@ -104,6 +105,13 @@ class PreconditionFailed(DtaasError):
     type = "precondition_failed"
 
 
+class PreconditionRequired(DtaasError):
+    """Raised when a write would replace a file without saying which version it read."""
+
+    status_code = 428
+    type = "precondition_required"
+
+
 class PayloadTooLarge(DtaasError):
     """Raised when a request body exceeds the configured limit."""
 
@@ -142,6 +150,7 @@ ERROR_TYPES: dict[str, type[DtaasError]] = {
         NotFound,
         Conflict,
         PreconditionFailed,
+        PreconditionRequired,
         PayloadTooLarge,
         TooManyRequests,
         BackendUnavailable,

@@ -19,6 +19,8 @@ from dtaas import db
 from dtaas.api import errors
 from dtaas.api.middleware import BodyLimitMiddleware, Metrics, RequestContextMiddleware
 from dtaas.config import Settings, get_settings
+from dtaas.library import routes as library_routes
+from dtaas.library import service as library
 from dtaas.logs import configure_logging
 from dtaas.security import routes as security_routes
 from dtaas.security import service as security
@@ -41,13 +43,15 @@ def prepare(settings: Settings) -> dict[str, str]:
     engine = db.make_engine(settings)
     try:
         db.upgrade(engine)
-        settings.resolved_files_dir.mkdir(parents=True, exist_ok=True)
         with db.make_sessionmaker(engine)() as session:
             security.ensure_organisation(session=session, settings=settings)
             session.commit()
-            if settings.demo:
-                return security.seed_demo(session=session, settings=settings)
-            return {}
+            for user in security.all_users(session=session):
+                library.ensure_library(settings=settings, username=user.username)
+            if not settings.demo:
+                return {}
+            library.seed_examples(settings=settings)
+            return security.seed_demo(session=session, settings=settings)
     finally:
         engine.dispose()
 
@@ -86,7 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX, responses=errors.ERROR_RESPONSES)
     api.include_router(security_routes.router)
+    api.include_router(library_routes.router)
     app.include_router(api)
+    app.include_router(library_routes.graphql_router, responses=errors.ERROR_RESPONSES)
     app.include_router(web_routes.router)
 
     @app.get("/healthz", tags=["platform"], responses={503: {"model": errors.ErrorResponse}})
@@ -118,6 +124,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        limits={
+            f"{API_PREFIX}/library/upload": settings.upload_max_bytes,
+            f"{API_PREFIX}/library/file": settings.edit_max_bytes,
+        },
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -86,23 +86,30 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over ``limit`` bytes, by Content-Length or while streaming.
+    """Refuses bodies over a limit, by Content-Length or while streaming.
 
-    Paths under ``exempt_prefixes`` (uploads) enforce their own, larger limits.
+    ``limits`` maps path prefixes to their own limits (uploads may be large); the
+    longest matching prefix wins, else ``default``.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, default: int, limits: dict[str, int]) -> None:
         self.app = app
-        self.limit = limit
-        self.exempt_prefixes = exempt_prefixes
+        self.default = default
+        self.limits = sorted(limits.items(), key=lambda item: -len(item[0]))
+
+    def _limit_for(self, path: str) -> int:
+        return next(
+            (limit for prefix, limit in self.limits if path.startswith(prefix)), self.default
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit_for(scope["path"])
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._refuse(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._refuse(send, limit)
             return
         received = 0
         refused = False
@@ -114,11 +121,11 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     # Answer now and tell the app the client left: frameworks turn
                     # exceptions raised while reading into their own 400.
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(send, limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -132,9 +139,9 @@ class BodyLimitMiddleware:
             if not refused:
                 raise
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         error = PayloadTooLarge(
-            f"The request body is larger than {self.limit} bytes; send less.", loc=["body"]
+            f"The request body is larger than {limit} bytes; send less.", loc=["body"]
         )
         body = json.dumps({"detail": error.to_detail()}).encode()
         await send(

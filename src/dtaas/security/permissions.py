@@ -16,6 +16,7 @@ class Permission(StrEnum):
     READ = "read"
     WRITE = "write"
     OPERATE = "operate"
+    WRITE_COMMON = "write_common"
     MANAGE_USERS = "manage_users"
     VIEW_METRICS = "view_metrics"
 

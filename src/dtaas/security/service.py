@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from dtaas.config import Settings
 from dtaas.db import utcnow
 from dtaas.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
+from dtaas.library import service as library
 from dtaas.security.models import ApiToken, LoginFailure, Organisation, Role, User, UserSession
 from dtaas.security.permissions import Permission, Principal, require
 from dtaas.security.schemas import USERNAME_PATTERN
@@ -84,6 +85,7 @@ def ensure_organisation(*, session: Session, settings: Settings) -> Organisation
 def _insert_user(
     *,
     session: Session,
+    settings: Settings,
     organisation: Organisation,
     username: str,
     password: str,
@@ -117,6 +119,8 @@ def _insert_user(
         session.flush()
     except IntegrityError as exc:  # a concurrent request took the name
         raise Conflict(f"A user named {username!r} already exists.", loc=["username"]) from exc
+    # Folders first: if the commit then fails, an empty library is harmless and reused.
+    library.ensure_library(settings=settings, username=username)
     return user
 
 
@@ -138,6 +142,7 @@ def create_user(
     organisation = ensure_organisation(session=session, settings=settings)
     user = _insert_user(
         session=session,
+        settings=settings,
         organisation=organisation,
         username=username,
         password=password,
@@ -157,6 +162,7 @@ def bootstrap_admin(*, session: Session, settings: Settings, username: str, pass
     organisation = ensure_organisation(session=session, settings=settings)
     user = _insert_user(
         session=session,
+        settings=settings,
         organisation=organisation,
         username=username,
         password=password,
@@ -179,6 +185,7 @@ def seed_demo(*, session: Session, settings: Settings) -> dict[str, str]:
         password = secrets.token_urlsafe(12)
         _insert_user(
             session=session,
+            settings=settings,
             organisation=organisation,
             username=username,
             password=password,
@@ -207,6 +214,11 @@ def get_user(*, session: Session, actor: Principal, username: str) -> User:
     if user is None:
         raise NotFound(f"There is no user named {username!r}.", loc=["username"])
     return user
+
+
+def all_users(*, session: Session) -> list[User]:
+    """Every user, for the platform's own start-up work (no actor, no permission check)."""
+    return list(session.scalars(select(User).order_by(User.username)))
 
 
 def list_users(*, session: Session, actor: Principal) -> list[User]:

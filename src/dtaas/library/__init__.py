@@ -1,0 +1,1 @@
+"""Reusable assets: the users' libraries and common/."""
