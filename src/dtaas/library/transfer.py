@@ -233,8 +233,14 @@ def extract_zip(*, archive: Path, into: Path, limits: ZipLimits) -> None:
                 name = info.filename.rstrip("/")
                 if not name:
                     continue
-                _make_parents(staging, name)
-                target = paths.resolve(root=staging, path=name, must_exist=False)
+                try:
+                    _make_parents(staging, name)
+                    target = paths.resolve(root=staging, path=name, must_exist=False)
+                except DtaasError as exc:
+                    raise InvalidInput(
+                        f"The zip member {info.filename!r} is refused: {exc.message}",
+                        loc=["files"],
+                    ) from None
                 if info.is_dir():
                     target.mkdir(exist_ok=True)
                     continue
