@@ -25,6 +25,7 @@ from dtaas.logs import configure_logging
 from dtaas.security import routes as security_routes
 from dtaas.security import service as security
 from dtaas.security.deps import MetricsReader
+from dtaas.web import library as web_library
 from dtaas.web import pages
 from dtaas.web import routes as web_routes
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     app.include_router(library_routes.graphql_router, responses=errors.ERROR_RESPONSES)
     app.include_router(web_routes.router)
+    app.include_router(web_library.router)
 
     @app.get("/healthz", tags=["platform"], responses={503: {"model": errors.ErrorResponse}})
     def healthz() -> JSONResponse:

@@ -80,7 +80,15 @@ def read_file(
         media_type=detail.media_type or "application/octet-stream",
         filename=detail.name if download else None,
         content_disposition_type="attachment" if download else "inline",
-        headers={"ETag": detail.etag, "Cache-Control": "no-cache"},
+        headers={
+            "ETag": detail.etag,
+            "Cache-Control": "no-cache",
+            # User files are served from our origin: an uploaded HTML or SVG file opened
+            # directly must not run scripts with the viewer's session.
+            "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self' data:; "
+            "style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 

@@ -34,6 +34,7 @@ class NavItem:
 # Only pages that work are listed; each domain adds its page here when it has one.
 NAVIGATION: tuple[NavItem, ...] = (
     NavItem("Home", "/", Permission.READ),
+    NavItem("Library", "/library", Permission.READ),
     NavItem("Users", "/admin/users", Permission.MANAGE_USERS),
     NavItem("Account", "/account", Permission.READ),
 )
