@@ -9,7 +9,8 @@ Example::
 
 Every method returns the API's pydantic models and raises the same
 :class:`dtaas.errors.DtaasError` subclasses the server raised, rebuilt from the error
-``type``; a server that cannot be reached raises :class:`dtaas.errors.BackendUnavailable`.
+``type``; a server that cannot be reached raises :class:`dtaas.errors.BackendUnavailable`,
+and an answer that is not from a dtaas server raises :class:`dtaas.errors.DtaasError`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from dtaas.errors import (
     ERROR_TYPES,
     BackendUnavailable,
     DtaasError,
+    InvalidInput,
     NotAuthenticated,
     TooManyRequests,
 )
@@ -39,6 +41,7 @@ from dtaas.security.schemas import Me, TokenCreated, TokenRead, UserRead
 __all__ = ["Client", "Credentials", "credentials_path"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+EXAMPLE_URL = "http://127.0.0.1:8000"
 
 
 def credentials_path() -> Path:
@@ -58,18 +61,28 @@ class Credentials:
     server: str
     username: str
     token: str
+    token_id: int | None = None  # lets `dtaas logout` revoke exactly this token
 
     def save(self, path: Path | None = None) -> Path:
-        """Write the credentials readable by their owner only (mode 0600)."""
+        """Write the credentials readable by their owner only (mode 0600, folder 0700)."""
         path = path or credentials_path()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, mode=0o700)
+            path.parent.chmod(stat.S_IRWXU)  # mkdir's mode is filtered by the umask
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A leftover file keeps its old mode; narrow it before the token is written.
+        os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w") as handle:
             json.dump(
-                {"server": self.server, "username": self.username, "token": self.token}, handle
+                {
+                    "server": self.server,
+                    "username": self.username,
+                    "token": self.token,
+                    "token_id": self.token_id,
+                },
+                handle,
             )
-        tmp.chmod(stat.S_IRUSR | stat.S_IWUSR)  # an old file must not keep wider modes
         tmp.replace(path)
         return path
 
@@ -80,15 +93,42 @@ class Credentials:
         Raises: NotAuthenticated if there are none or they are unreadable.
         """
         path = path or credentials_path()
+        damaged = f"The credentials file {path} is damaged; run `dtaas login` again."
         try:
             data = json.loads(path.read_text())
-            return cls(server=data["server"], username=data["username"], token=data["token"])
         except FileNotFoundError:
             raise NotAuthenticated("You are not signed in; run `dtaas login` first.") from None
-        except (ValueError, KeyError, TypeError) as exc:
+        except OSError as exc:
             raise NotAuthenticated(
-                f"The credentials file {path} is damaged; run `dtaas login` again."
+                f"Cannot read the credentials file {path} ({exc.strerror}); "
+                "fix its permissions or run `dtaas login` again."
             ) from exc
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise NotAuthenticated(damaged) from exc
+        if not isinstance(data, dict):
+            raise NotAuthenticated(damaged)
+        server, username, token = (data.get(key) for key in ("server", "username", "token"))
+        token_id = data.get("token_id")
+        if not (isinstance(server, str) and isinstance(username, str) and isinstance(token, str)):
+            raise NotAuthenticated(damaged)
+        if not (server and token) or not (token_id is None or type(token_id) is int):
+            raise NotAuthenticated(damaged)
+        return cls(server=server, username=username, token=token, token_id=token_id)
+
+
+# The first element of a FastAPI validation error's ``loc`` says where the value was sent.
+_REQUEST_PARTS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def _describe(item: dict[str, Any]) -> str:
+    """One error item as text; validation errors of the schema name their field."""
+    message = str(item["msg"])
+    if item.get("type") in ERROR_TYPES:
+        return message  # our own messages already name the offending value
+    loc = [str(part) for part in item.get("loc") or []]
+    if loc and loc[0] in _REQUEST_PARTS:
+        loc = loc[1:]
+    return f"{'.'.join(loc)}: {message}" if loc else message
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -97,7 +137,7 @@ def _raise_for(response: httpx.Response) -> None:
     try:
         items = response.json()["detail"]
         first = items[0]
-        message = "; ".join(str(item["msg"]) for item in items)
+        message = "; ".join(_describe(item) for item in items)
         error_class = ERROR_TYPES.get(str(first.get("type")))
         loc = first.get("loc") or None
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -126,6 +166,23 @@ class Client:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """Talk to the server at ``base_url``, sending ``token`` as a bearer token if given.
+
+        Raises: InvalidInput unless ``base_url`` is an http:// or https:// URL.
+        """
+        try:
+            url = httpx.URL(base_url)
+        except httpx.InvalidURL as exc:
+            raise InvalidInput(
+                f"The server URL {base_url!r} is not valid ({exc}); use e.g. {EXAMPLE_URL}.",
+                loc=["server"],
+            ) from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise InvalidInput(
+                f"The server URL {base_url!r} must start with http:// or https://, "
+                f"e.g. {EXAMPLE_URL}.",
+                loc=["server"],
+            )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
@@ -176,6 +233,10 @@ class Client:
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise BackendUnavailable(
+                f"The dtaas server at {self.base_url} did not answer in time; try again later."
+            ) from exc
         except httpx.TransportError as exc:
             raise BackendUnavailable(
                 f"Cannot reach the dtaas server at {self.base_url}: {exc}. Is it running?"
@@ -183,19 +244,38 @@ class Client:
         _raise_for(response)
         return response
 
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise self._not_dtaas() from exc
+
+    def _not_dtaas(self) -> DtaasError:
+        return DtaasError(
+            f"The server at {self.base_url} did not answer like a dtaas server; "
+            "check the server URL."
+        )
+
     def _model(self, model: type[ModelT], method: str, path: str, **kwargs: Any) -> ModelT:
-        return model.model_validate(self._request(method, path, **kwargs).json())
+        try:
+            return model.model_validate(self._json(method, path, **kwargs))
+        except ValidationError as exc:
+            raise self._not_dtaas() from exc
 
     def _models(self, model: type[ModelT], method: str, path: str, **kwargs: Any) -> list[ModelT]:
         adapter = TypeAdapter(list[model])  # type: ignore[valid-type]  # model is a runtime class
-        result: list[ModelT] = adapter.validate_python(self._request(method, path, **kwargs).json())
+        try:
+            result: list[ModelT] = adapter.validate_python(self._json(method, path, **kwargs))
+        except ValidationError as exc:
+            raise self._not_dtaas() from exc
         return result
 
     # --- platform -------------------------------------------------------------------------
 
     def health(self) -> dict[str, str]:
         """The server's health check."""
-        data: dict[str, str] = self._request("GET", "/healthz").json()
+        data: dict[str, str] = self._json("GET", "/healthz")
         return data
 
     # --- signing in and tokens -----------------------------------------------------------

@@ -139,6 +139,7 @@ class Settings(BaseSettings):
             self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a leftover file keeps its old mode otherwise
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(48))
             tmp.replace(path)

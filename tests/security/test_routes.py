@@ -263,3 +263,11 @@ def test_user_reads_self_but_not_others(client, session, settings, alice, viewer
     headers = bearer(session, settings, alice)
     assert client.get("/api/v1/users/alice", headers=headers).status_code == 200
     assert client.get("/api/v1/users/victor", headers=headers).status_code == 403
+
+
+def test_logout_with_a_bearer_token_revokes_it(client, session, settings, alice):
+    headers = bearer(session, settings, alice)
+    assert client.post("/api/v1/auth/logout", headers=headers).status_code == 204
+    response = client.get("/api/v1/me", headers=headers)
+    assert response.status_code == 401
+    assert error_of(response)["msg"] == "The API token was revoked; create a new one."

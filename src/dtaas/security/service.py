@@ -372,11 +372,20 @@ def start_session(*, session: Session, settings: Settings, user: User) -> NewSes
 
 
 def end_session(*, session: Session, actor: Principal) -> None:
-    """Sign out: the session stops working at once."""
+    """Sign out: the session, or the token the request came with, stops working at once."""
     if actor.auth == "session":
         session.execute(delete(UserSession).where(UserSession.id == actor.credential_id))
-        session.commit()
         log.info("session ended username=%s", actor.username)
+    else:
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == actor.credential_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        log.info(
+            "token revoked by sign-out username=%s token_id=%s", actor.username, actor.credential_id
+        )
+    session.commit()
 
 
 def principal_from_session(*, session: Session, secret: str) -> Principal:
@@ -450,12 +459,14 @@ def _issue_token(
 ) -> NewToken:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     days = expires_in_days or settings.token_default_days
+    now = utcnow()
     record = ApiToken(
         user_id=user_id,
         name=name,
         token_hash=_sha256(token),
         prefix=token[: len(TOKEN_PREFIX) + 6],
-        expires_at=utcnow() + timedelta(days=days),
+        created_at=now,
+        expires_at=now + timedelta(days=days),
     )
     session.add(record)
     session.commit()

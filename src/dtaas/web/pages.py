@@ -128,16 +128,26 @@ def render_error(
             request, "_error.html", actor=None, status=status, headers=out, message=message
         )
     if status == 401 or request.url.path == "/login":
+        # A failed sign-in keeps what was typed; the form body cannot be read again here.
+        form: dict[str, str] = getattr(request.state, "login_form", {})
+        here = "/" if request.url.path == "/login" else request.url.path
         response = login_page(
             request,
             status=status,
             error=message if request.method != "GET" else None,
-            next_url=request.query_params.get("next") or request.url.path,
+            next_url=form.get("next") or request.query_params.get("next") or here,
+            username=form.get("username", ""),
         )
         for key, value in (headers or {}).items():
             response.headers[key] = value
         return response
     actor = getattr(request.state, "principal", None)
     return render(
-        request, "error.html", actor=actor, status=status, headers=headers, message=message
+        request,
+        "error.html",
+        actor=actor,
+        status=status,
+        headers=headers,
+        message=message,
+        status_code=status,
     )

@@ -41,6 +41,7 @@ def submit_login(
     next: Annotated[str, Form(max_length=2000)] = "/",
 ) -> Response:
     """Check the password, start a session and go where the user was heading."""
+    request.state.login_form = {"username": username, "next": next}
     if not security.csrf_matches(expected=request.cookies.get(LOGIN_CSRF_COOKIE), given=csrf_token):
         raise CsrfFailed("The sign-in form expired; reload the page and try again.")
     user = security.check_password(
