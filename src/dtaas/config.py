@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     zip_max_total_bytes: int = Field(default=8 * 1024**3, ge=1024)
     zip_max_ratio: int = Field(default=200, ge=2, description="Compression ratio of a bomb.")
     search_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    mqtt_url: str | None = Field(default=None, description="e.g. mqtt://127.0.0.1:1883")
+    amqp_url: str | None = Field(
+        default=None, description="e.g. amqp://guest:guest@127.0.0.1:5672/"
+    )
+    postgres_url: str | None = Field(
+        default=None, description="PostgreSQL for DTs (not the platform's own database)."
+    )
+    influxdb_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:8086")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -45,10 +45,28 @@ class DtaasError(Exception):
 
 
 class InvalidInput(DtaasError):
-    """Raised when values are well-formed but wrong for the domain."""
+    """Raised when values are well-formed but wrong for the domain.
+
+    ``problems`` carries one (message, loc) per field when several are wrong at once.
+    """
 
     status_code = 422
     type = "invalid_input"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        loc: Loc | None = None,
+        problems: Sequence[tuple[str, Loc]] = (),
+    ) -> None:
+        super().__init__(message, loc=loc)
+        self.problems = [(text, list(where)) for text, where in problems]
+
+    def to_detail(self) -> list[dict[str, object]]:
+        if not self.problems:
+            return super().to_detail()
+        return [{"type": self.type, "msg": text, "loc": where} for text, where in self.problems]
 
 
 class BadRequest(DtaasError):

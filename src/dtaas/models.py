@@ -5,4 +5,5 @@ from __future__ import annotations
 
 def load_all() -> None:
     """Import each domain's models so their tables join ``Base.metadata``."""
-    import dtaas.security.models  # noqa: F401
+    import dtaas.security.models
+    import dtaas.twins.models  # noqa: F401

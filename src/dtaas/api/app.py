@@ -25,6 +25,7 @@ from dtaas.logs import configure_logging
 from dtaas.security import routes as security_routes
 from dtaas.security import service as security
 from dtaas.security.deps import MetricsReader
+from dtaas.twins import routes as twins_routes
 from dtaas.web import library as web_library
 from dtaas.web import pages
 from dtaas.web import routes as web_routes
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX, responses=errors.ERROR_RESPONSES)
     api.include_router(security_routes.router)
     api.include_router(library_routes.router)
+    api.include_router(twins_routes.router)
     app.include_router(api)
     app.include_router(library_routes.graphql_router, responses=errors.ERROR_RESPONSES)
     app.include_router(web_routes.router)

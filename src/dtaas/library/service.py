@@ -17,6 +17,7 @@ from pathlib import Path
 from dtaas.config import Settings
 from dtaas.errors import (
     Conflict,
+    DtaasError,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -476,6 +477,25 @@ def delete(*, settings: Settings, actor: Principal, path: str, recursive: bool) 
         with contextlib.suppress(FileNotFoundError):
             own.unlink()
     log.info("deleted path=%s actor=%s", location.path, actor.username)
+
+
+def find_folder(*, settings: Settings, actor: Principal, path: str, write: bool) -> Location:
+    """A folder of the caller's libraries, for other domains that work on folders (DTs).
+
+    Raises: BadRequest; PermissionDenied; NotFound (also when it is a file).
+    """
+    location = locate(settings=settings, actor=actor, path=path, write=write)
+    require_folder(location)
+    return location
+
+
+def is_readable(*, settings: Settings, actor: Principal, path: str) -> bool:
+    """Whether ``path`` exists and the caller may read it."""
+    try:
+        locate(settings=settings, actor=actor, path=path, write=False)
+    except DtaasError:
+        return False
+    return True
 
 
 def require_folder(location: Location) -> None:

@@ -1,0 +1,1 @@
+"""Digital twins: discovery, the dt.yaml manifest, validation, configurations, templates."""
