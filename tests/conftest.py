@@ -66,6 +66,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key="test-secret-key-not-for-production",
         demo=False,
         log_level="WARNING",
+        supervisor=False,  # lifecycle tests drive Supervisor.tick() themselves
     )
 
 

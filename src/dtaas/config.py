@@ -74,6 +74,19 @@ class Settings(BaseSettings):
     zip_max_total_bytes: int = Field(default=8 * 1024**3, ge=1024)
     zip_max_ratio: int = Field(default=200, ge=2, description="Compression ratio of a bomb.")
     search_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    sandbox: Literal["auto", "bwrap", "none"] = Field(
+        default="auto", description="Run local jobs under bubblewrap: auto uses it if installed."
+    )
+    jobs_max_running: int = Field(default=8, ge=1, description="Jobs running at once, site-wide.")
+    jobs_max_running_per_user: int = Field(default=4, ge=1)
+    job_stop_grace_seconds: float = Field(default=5.0, ge=0, le=600)
+    job_default_wall_time_seconds: int = Field(default=24 * 3600, ge=1)
+    job_default_memory_bytes: int = Field(default=4 * 1024**3, ge=16 * 1024**2)
+    job_max_processes: int = Field(default=512, ge=1)
+    job_max_file_bytes: int = Field(default=16 * 1024**3, ge=1024)
+    supervisor: bool = Field(
+        default=True, description="Run and watch jobs in this process (one per site)."
+    )
     mqtt_url: str | None = Field(default=None, description="e.g. mqtt://127.0.0.1:1883")
     amqp_url: str | None = Field(
         default=None, description="e.g. amqp://guest:guest@127.0.0.1:5672/"

@@ -5,5 +5,6 @@ from __future__ import annotations
 
 def load_all() -> None:
     """Import each domain's models so their tables join ``Base.metadata``."""
+    import dtaas.lifecycle.models
     import dtaas.security.models
     import dtaas.twins.models  # noqa: F401

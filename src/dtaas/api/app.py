@@ -21,6 +21,8 @@ from dtaas.api.middleware import BodyLimitMiddleware, Metrics, RequestContextMid
 from dtaas.config import Settings, get_settings
 from dtaas.library import routes as library_routes
 from dtaas.library import service as library
+from dtaas.lifecycle import routes as lifecycle_routes
+from dtaas.lifecycle.supervisor import Supervisor
 from dtaas.logs import configure_logging
 from dtaas.security import routes as security_routes
 from dtaas.security import service as security
@@ -65,9 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = db.make_engine(settings)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("dtaas started database=%s", engine.url.get_backend_name())
+        supervisor = Supervisor(settings=settings, sessions=app.state.sessionmaker)
+        app.state.supervisor = supervisor
+        if settings.supervisor:
+            supervisor.start()
         yield
+        supervisor.stop()  # jobs go on running; the next start re-attaches them
         engine.dispose()
 
     app = FastAPI(
@@ -94,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(security_routes.router)
     api.include_router(library_routes.router)
     api.include_router(twins_routes.router)
+    api.include_router(lifecycle_routes.router)
     app.include_router(api)
     app.include_router(library_routes.graphql_router, responses=errors.ERROR_RESPONSES)
     app.include_router(web_routes.router)

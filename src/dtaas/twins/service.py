@@ -89,6 +89,25 @@ def _phases(folder: Path, manifest: Manifest | None) -> list[str]:
     return phases
 
 
+def manifest_in(folder: Path) -> Manifest | None:
+    """The valid manifest of a DT folder, or None (no dt.yaml, or one with errors)."""
+    return validate_folder(folder).manifest
+
+
+def phases_in(folder: Path) -> list[str]:
+    """The phases of a DT folder: its lifecycle scripts, then manifest-only overrides."""
+    return _phases(folder, manifest_in(folder))
+
+
+def manifest_of(*, settings: Settings, actor: Principal, path: str) -> Manifest | None:
+    """The manifest of a DT the caller can read, or None.
+
+    Raises: BadRequest; PermissionDenied; NotFound.
+    """
+    location = _twin_location(settings=settings, actor=actor, path=path, write=False)
+    return manifest_in(location.real)
+
+
 def list_twins(*, settings: Settings, actor: Principal) -> list[TwinSummary]:
     """Every DT the caller can see: their own first, then common's, by name."""
     twins: list[TwinSummary] = []

@@ -1,0 +1,1 @@
+"""The DT execution manager: the Executor interface and its backends."""

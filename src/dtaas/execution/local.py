@@ -1,0 +1,217 @@
+"""The local executor: each job a sandboxed process tree on this machine.
+
+A job runs under the shim (``dtaas.execution.shim``) in its own session, so it survives a
+platform restart; the handle keeps the shim's pid and start time (to tell it from a
+reused pid) and the status file the shim writes when the job ends.
+
+Where bubblewrap is available the job sees a read-only system, its instance's working
+copy, the owner's library at ``/workspace`` with ``common/`` at ``/workspace/common``,
+a private ``/tmp`` and nothing else of the machine: no other library, no database, no
+secrets, no other process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from dtaas.execution.base import EndReason, Executor, JobOutcome, JobSpec
+
+log = logging.getLogger(__name__)
+
+# System paths a job may read; /etc only in part, so no shadow file or host keys.
+_SYSTEM_READ_ONLY = ("/usr", "/opt")
+_ETC_FILES = (
+    "/etc/alternatives",
+    "/etc/ca-certificates",
+    "/etc/ssl",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/localtime",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/mime.types",
+    "/etc/java-17-openjdk",
+    "/etc/python3",
+    "/etc/python3.11",
+)
+_MERGED_USR_LINKS = {
+    "/bin": "usr/bin",
+    "/sbin": "usr/sbin",
+    "/lib": "usr/lib",
+    "/lib64": "usr/lib64",
+}
+
+
+def bubblewrap_path() -> str | None:
+    """The bwrap binary if this machine can run it."""
+    return shutil.which("bwrap")
+
+
+def _start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+class LocalExecutor(Executor):
+    """Runs jobs as sandboxed process trees on this machine."""
+
+    name = "local"
+
+    def __init__(self, *, work_dir: Path, sandbox: str = "auto", grace_seconds: float = 5) -> None:
+        """``sandbox``: "bwrap" (required), "none", or "auto" (bwrap when available)."""
+        self.work_dir = work_dir
+        self.grace_seconds = grace_seconds
+        self.bwrap = bubblewrap_path() if sandbox in ("auto", "bwrap") else None
+        if sandbox == "bwrap" and self.bwrap is None:
+            raise RuntimeError("DTAAS_SANDBOX=bwrap but bubblewrap (bwrap) is not installed")
+
+    def _sandboxed(self, spec: JobSpec) -> list[str]:
+        if self.bwrap is None:
+            return spec.argv
+        argv = [
+            self.bwrap,
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--cap-drop",
+            "ALL",
+            "--hostname",
+            "dtaas-job",
+        ]
+        for path in _SYSTEM_READ_ONLY:
+            argv += ["--ro-bind-try", path, path]
+        for link, target in _MERGED_USR_LINKS.items():
+            argv += ["--symlink", target, link]
+        for path in _ETC_FILES:
+            argv += ["--ro-bind-try", path, path]
+        # A private, empty /tmp per job (inside the sandbox, not the host's).
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108
+        for host, inside, writable in spec.mounts:
+            argv += ["--bind" if writable else "--ro-bind", str(host), inside]
+        argv += ["--chdir", spec.inside_cwd or str(spec.cwd)]
+        # The job's own environment only: bwrap would pass on ours otherwise.
+        argv += ["--clearenv"]
+        for key, value in spec.env.items():
+            argv += ["--setenv", key, value]
+        return [*argv, "--", *spec.argv]
+
+    def _prlimits(self, spec: JobSpec) -> list[str]:
+        limits = spec.limits
+        flags = []
+        if limits.cpu_seconds is not None:
+            flags.append(f"--cpu={limits.cpu_seconds}")
+        if limits.file_size_bytes is not None:
+            flags.append(f"--fsize={limits.file_size_bytes}")
+        prlimit = shutil.which("prlimit")
+        if not flags or prlimit is None:
+            return []
+        return [prlimit, *flags, "--"]
+
+    def start(self, spec: JobSpec) -> dict[str, Any]:
+        """Start the job under the shim; returns pid, start time and status file."""
+        job_dir = self.work_dir / f"job-{spec.job_id}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        status = job_dir / "status.json"
+        status.unlink(missing_ok=True)
+        shim_spec = {
+            "argv": [*self._prlimits(spec), *self._sandboxed(spec)],
+            "cwd": str(spec.cwd),
+            "env": spec.env,
+            "stdout": str(spec.stdout),
+            "stderr": str(spec.stderr),
+            "status": str(status),
+            "grace_seconds": self.grace_seconds,
+            "limits": {
+                "wall_time_seconds": spec.limits.wall_time_seconds,
+                "memory_bytes": spec.limits.memory_bytes,
+                "processes": spec.limits.processes,
+            },
+        }
+        spec_file = job_dir / "spec.json"
+        spec_file.write_text(json.dumps(shim_spec))
+        with (job_dir / "shim.log").open("ab") as shim_log:
+            shim = subprocess.Popen(  # noqa: S603  # our own interpreter and module
+                [sys.executable, "-m", "dtaas.execution.shim", str(spec_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=shim_log,
+                stderr=shim_log,
+                start_new_session=True,
+                close_fds=True,
+            )
+        log.info("job started job_id=%s pid=%s sandbox=%s", spec.job_id, shim.pid, bool(self.bwrap))
+        return {
+            "pid": shim.pid,
+            "start_time": _start_time(shim.pid),
+            "status": str(status),
+            "sandbox": "bwrap" if self.bwrap else "none",
+        }
+
+    def _alive(self, handle: dict[str, Any]) -> bool:
+        pid = int(handle["pid"])
+        started = _start_time(pid)
+        if started is None or started != handle.get("start_time"):
+            return False
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def poll(self, handle: dict[str, Any]) -> JobOutcome | None:
+        """None while the shim runs; the outcome from its status file after."""
+        status = Path(handle["status"])
+        if status.is_file():
+            data = json.loads(status.read_text())
+            self._reap(handle)
+            return JobOutcome(
+                exit_code=data["exit_code"],
+                signal=data["signal"],
+                reason=EndReason(data["reason"]),
+                cpu_seconds=data["cpu_seconds"],
+                max_rss_bytes=data["max_rss_bytes"],
+                wall_seconds=data["wall_seconds"],
+            )
+        if self._alive(handle):
+            return None
+        self._reap(handle)
+        return JobOutcome(
+            exit_code=None,
+            signal=None,
+            reason=EndReason.LOST,
+            cpu_seconds=None,
+            max_rss_bytes=None,
+            wall_seconds=None,
+        )
+
+    def _reap(self, handle: dict[str, Any]) -> None:
+        # The shim is our child only if this process started it; reap it then.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(int(handle["pid"]), os.WNOHANG)
+
+    def stop(self, handle: dict[str, Any], *, grace: float) -> None:
+        """SIGTERM to the shim, which stops the job's tree (SIGKILL after its grace)."""
+        if self._alive(handle):
+            try:
+                os.kill(int(handle["pid"]), signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            log.info("job stop requested pid=%s grace=%s", handle["pid"], grace)

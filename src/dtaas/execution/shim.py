@@ -1,0 +1,184 @@
+"""The job shim: runs one job, enforces its limits and writes how it ended.
+
+The local executor starts ``python -m dtaas.execution.shim SPEC`` in a session of its
+own. The shim outlives a platform restart (it is nobody's child that matters), so the
+platform can re-attach by reading the status file the shim writes at the end:
+
+    {"exit_code": 0, "signal": null, "reason": "exited", "cpu_seconds": 1.2,
+     "max_rss_bytes": 12345, "wall_seconds": 3.4, "started_at": ..., "ended_at": ...}
+
+Limits: wall time, resident memory of the whole process tree and its number of
+processes are watched here (rlimits cannot see a tree, and root ignores RLIMIT_NPROC);
+CPU time and file size are rlimits set on the job (``prlimit``). On SIGTERM (a cancel)
+the shim stops the tree: SIGTERM to every process, then SIGKILL after the grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+POLL_SECONDS = 0.1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """Orphans of the job (double forks, ``nohup ... &``) become our children, so the
+    tree we watch and stop is the whole job, not just what still has its parent."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _tree_rss(processes: list[psutil.Process]) -> int:
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def _signal_tree(processes: list[psutil.Process], signum: int) -> None:
+    for process in processes:
+        try:
+            process.send_signal(signum)
+        except psutil.Error:
+            continue
+
+
+def _descendants(main_pid: int) -> list[psutil.Process]:
+    """Every live process below the shim: as a subreaper it adopts the job's orphans.
+
+    Adopted orphans that ended are reaped here; the main process never is, because
+    ``Popen`` must read its exit status.
+    """
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    alive = []
+    for child in children:
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                if child.pid != main_pid:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(child.pid, os.WNOHANG)
+                continue
+        except psutil.Error:
+            continue
+        alive.append(child)
+    return alive
+
+
+def _stop_all(main_pid: int, grace: float) -> int:
+    """SIGTERM to every process of the job, SIGKILL to what is left after ``grace``."""
+    processes = _descendants(main_pid)
+    if not processes:
+        return 0
+    _signal_tree(processes, signal.SIGTERM)
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    _signal_tree(alive, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=grace)
+    return len(processes)
+
+
+def _write_status(path: Path, status: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status))
+    tmp.replace(path)
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the job described by ``spec`` to its end; returns the status written."""
+    limits = spec.get("limits", {})
+    wall_time = limits.get("wall_time_seconds")
+    memory = limits.get("memory_bytes")
+    processes_max = limits.get("processes")
+    grace = float(spec.get("grace_seconds", 5))
+    cancelled = False
+
+    def on_term(_signum: int, _frame: object) -> None:
+        nonlocal cancelled
+        cancelled = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    _become_subreaper()
+    started = time.time()
+    with Path(spec["stdout"]).open("ab") as out, Path(spec["stderr"]).open("ab") as err:
+        child = subprocess.Popen(  # noqa: S603  # argv built by the platform, no shell
+            spec["argv"],
+            cwd=spec["cwd"],
+            env=spec["env"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    reason = "exited"
+    peak = 0
+    while child.poll() is None:
+        tree = _descendants(child.pid)
+        rss = _tree_rss(tree)
+        peak = max(peak, rss)
+        if cancelled:
+            reason = "cancelled"
+        elif wall_time is not None and time.time() - started > wall_time:
+            reason = "wall_time"
+        elif memory is not None and rss > memory:
+            reason = "memory"
+        elif processes_max is not None and len(tree) > processes_max:
+            reason = "processes"
+        if reason != "exited":
+            _stop_all(child.pid, grace)
+            break
+        time.sleep(POLL_SECONDS)
+    returncode = child.wait()
+    # The job is its main process: background processes it left behind are stopped,
+    # so no job outlives its record.
+    left = _stop_all(child.pid, grace)
+    if left:
+        with Path(spec["stderr"]).open("ab") as err:
+            err.write(
+                f"[dtaas] stopped {left} background process(es) the job left running\n".encode()
+            )
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ended = time.time()
+    status = {
+        "exit_code": returncode if returncode >= 0 else None,
+        "signal": -returncode if returncode < 0 else None,
+        "reason": reason,
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "max_rss_bytes": max(peak, usage.ru_maxrss * 1024),
+        "wall_seconds": round(ended - started, 3),
+        "started_at": started,
+        "ended_at": ended,
+    }
+    if returncode < 0 and reason == "exited" and -returncode == signal.SIGXCPU:
+        status["reason"] = "cpu_time"
+    if returncode < 0 and reason == "exited" and -returncode == signal.SIGXFSZ:
+        status["reason"] = "file_size"
+    _write_status(Path(spec["status"]), status)
+    return status
+
+
+def main() -> int:
+    """Entry point: ``python -m dtaas.execution.shim SPEC_FILE``."""
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    run(spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

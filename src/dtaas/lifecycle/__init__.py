@@ -1,0 +1,1 @@
+"""The DT lifecycle manager: instances, their state machine, jobs and recovery."""

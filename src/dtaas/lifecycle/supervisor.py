@@ -1,0 +1,341 @@
+"""The supervisor: starts queued jobs within the limits, follows them, records their end.
+
+One supervisor runs per site (a lock file in the data directory makes sure of it, so
+several API worker processes never both start or reap a job). Each tick works in its own
+database session and commits every change before acting on it, so a crash at any point
+is picked up by the next tick, also after a restart: jobs whose processes still run are
+re-attached by their persisted handle, the others are recorded as failed with a reason.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shlex
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dtaas.config import Settings
+from dtaas.db import utcnow
+from dtaas.execution.base import EndReason, Executor, JobOutcome, JobSpec, Limits
+from dtaas.execution.local import LocalExecutor
+from dtaas.library.access import COMMON
+from dtaas.lifecycle import service
+from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState
+from dtaas.twins import service as twins
+from dtaas.twins.manifest import parse_duration, parse_memory
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.25
+WORKSPACE = "/workspace"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_REASONS = {
+    EndReason.WALL_TIME: "stopped: the wall-time limit of {wall} was reached",
+    EndReason.MEMORY: "stopped: the memory limit of {memory} was exceeded",
+    EndReason.PROCESSES: "stopped: more than {processes} processes were started",
+    EndReason.CPU_TIME: "stopped: the CPU-time limit was reached",
+    EndReason.FILE_SIZE: "stopped: a file grew over the file-size limit",
+    EndReason.CANCELLED: "cancelled",
+    EndReason.LOST: "the job's process ended without a status (the platform or machine "
+    "restarted while it ran)",
+}
+
+
+def executors_for(settings: Settings) -> dict[str, Executor]:
+    """The executors this site can use, by name."""
+    work = settings.data_dir.resolve() / "executor"
+    return {
+        "local": LocalExecutor(
+            work_dir=work / "local",
+            sandbox=settings.sandbox,
+            grace_seconds=settings.job_stop_grace_seconds,
+        )
+    }
+
+
+def _mib(value: int | None) -> str:
+    return f"{value // 1024**2} MiB" if value else "-"
+
+
+def _limits(settings: Settings, folder: Path) -> Limits:
+    manifest = twins.manifest_in(folder)
+    resources = manifest.resources if manifest else None
+    wall = settings.job_default_wall_time_seconds
+    memory = settings.job_default_memory_bytes
+    cpu_seconds = None
+    if resources is not None:
+        if resources.wall_time is not None:
+            wall = parse_duration(resources.wall_time)
+        if resources.memory is not None:
+            memory = parse_memory(resources.memory)
+        if resources.cpu is not None:
+            cpu_seconds = max(1, int(resources.cpu * wall))
+    return Limits(
+        wall_time_seconds=wall,
+        memory_bytes=memory,
+        cpu_seconds=cpu_seconds,
+        processes=settings.job_max_processes,
+        file_size_bytes=settings.job_max_file_bytes,
+    )
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def build_spec(settings: Settings, instance: Instance, job: Job, *, sandboxed: bool) -> JobSpec:
+    """How to run one phase: the command, its place, environment, limits and mounts."""
+    folder = service.working_copy(settings, instance)
+    area, _, rest = instance.twin_path.partition("/")
+    files = settings.resolved_files_dir
+    owner_library = files / instance.owner_name
+    common = files / COMMON
+    inside_dt = f"{WORKSPACE}/{rest}" if area != COMMON else f"{WORKSPACE}/{COMMON}/{rest}"
+    cwd_inside = inside_dt if sandboxed else str(folder)
+    common_inside = f"{WORKSPACE}/{COMMON}" if sandboxed else str(common)
+    manifest = twins.manifest_in(folder)
+    override = manifest.phases.get(job.phase) if manifest else None
+    argv = ["/bin/sh", "-c", override.command] if override else [f"./lifecycle/{job.phase}"]
+    env = {
+        "PATH": PATH,
+        "HOME": "/tmp" if sandboxed else str(folder),  # noqa: S108  # the job's private /tmp
+        "LANG": "C.UTF-8",
+        "DTAAS_INSTANCE_ID": str(instance.id),
+        "DTAAS_JOB_ID": str(job.id),
+        "DTAAS_PHASE": job.phase,
+        "DTAAS_DT": instance.twin_path,
+        "DTAAS_PARAMS_FILE": f"{cwd_inside}/params.json",
+        "DTAAS_COMMON_DIR": common_inside,
+        "DTAAS_WORKSPACE": WORKSPACE if sandboxed else str(owner_library),
+    }
+    for name, value in instance.values.items():
+        env[f"DTAAS_PARAM_{name.upper()}"] = _env_value(value)
+    out, err = service.log_paths(settings, job)
+    mounts = [
+        (owner_library, WORKSPACE, True),
+        (common, f"{WORKSPACE}/{COMMON}", False),
+        (folder, inside_dt, True),
+    ]
+    return JobSpec(
+        job_id=job.id,
+        argv=argv,
+        cwd=folder,
+        env=env,
+        stdout=out,
+        stderr=err,
+        limits=_limits(settings, folder),
+        mounts=mounts,
+        inside_cwd=cwd_inside,
+    )
+
+
+def _describe(outcome: JobOutcome, limits: Limits) -> str:
+    if outcome.reason == EndReason.EXITED:
+        if outcome.exit_code == 0:
+            return "exited with status 0"
+        if outcome.exit_code is None and outcome.signal is not None:
+            return f"killed by signal {outcome.signal}"
+        return f"exited with status {outcome.exit_code}"
+    return _REASONS[outcome.reason].format(
+        wall=f"{int(limits.wall_time_seconds or 0)} s",
+        memory=_mib(limits.memory_bytes),
+        processes=limits.processes,
+    )
+
+
+class Supervisor:
+    """Runs the tick loop in a thread; ``tick()`` is also callable directly (tests)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        executors: dict[str, Executor] | None = None,
+        on_change: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.executors = executors or executors_for(settings)
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock_file: IO[str] | None = None
+
+    # --- running ----------------------------------------------------------------------
+
+    def acquire(self) -> bool:
+        """Become the site's one supervisor; False if another process already is."""
+        path = self.settings.data_dir.resolve() / "supervisor.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        return True
+
+    def start(self) -> bool:
+        """Start the loop thread if this process may supervise."""
+        if not self.acquire():
+            log.info("another process supervises jobs pid=%s", os.getpid())
+            return False
+        self._thread = threading.Thread(target=self._run, name="dtaas-supervisor", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        """Stop the loop; running jobs go on and are re-attached by the next supervisor."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+    def _run(self) -> None:
+        log.info("supervisor started")
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("supervisor tick failed; trying again")
+            self._stop.wait(TICK_SECONDS)
+
+    # --- one tick -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Follow active jobs, then start queued ones where there is room."""
+        with self.sessions() as session:
+            for job in session.scalars(
+                select(Job).where(
+                    Job.state.in_((JobState.STARTING, JobState.RUNNING, JobState.CANCELLING))
+                )
+            ).all():
+                self._follow(session, job)
+            self._start_queued(session)
+
+    def _follow(self, session: Session, job: Job) -> None:
+        if job.handle is None:
+            # Persisted as starting, but the platform stopped before the process did.
+            self._finish(session, job, None, "the platform restarted before the job started")
+            return
+        executor = self.executors[job.executor]
+        if job.state == JobState.CANCELLING and not job.handle.get("stop_sent"):
+            executor.stop(job.handle, grace=self.settings.job_stop_grace_seconds)
+            job.handle = {**job.handle, "stop_sent": True}
+            session.commit()
+        outcome = executor.poll(job.handle)
+        if outcome is not None:
+            folder = service.working_copy(self.settings, job.instance)
+            limits = _limits(self.settings, folder) if folder.is_dir() else Limits()
+            self._finish(session, job, outcome, _describe(outcome, limits))
+
+    def _finish(self, session: Session, job: Job, outcome: JobOutcome | None, reason: str) -> None:
+        if outcome is not None and outcome.succeeded:
+            job.state = JobState.SUCCEEDED
+        elif job.state == JobState.CANCELLING or (
+            outcome is not None and outcome.reason == EndReason.CANCELLED
+        ):
+            job.state = JobState.CANCELLED
+        else:
+            job.state = JobState.FAILED
+        job.reason = reason
+        job.ended_at = utcnow()
+        if outcome is not None:
+            job.exit_code = outcome.exit_code
+            job.cpu_seconds = outcome.cpu_seconds
+            job.max_rss_bytes = outcome.max_rss_bytes
+            job.wall_seconds = outcome.wall_seconds
+        instance = job.instance
+        remaining = [j for j in instance.jobs if j.id != job.id and j.state in service.ACTIVE]
+        clean_after = job.phase == "clean"
+        if job.phase == "terminate" or (
+            instance.state == InstanceState.TERMINATING and not remaining
+        ):
+            instance.state = InstanceState.TERMINATED
+        elif clean_after:
+            instance.state = InstanceState.CLEANED
+        elif instance.state == InstanceState.BUSY and not remaining:
+            instance.state = InstanceState.READY
+        session.commit()
+        if clean_after:
+            service.remove_working_copy(self.settings, instance)
+        log.info(
+            "job ended job_id=%s phase=%s state=%s reason=%s",
+            job.id,
+            job.phase,
+            job.state.value,
+            reason,
+        )
+        if self.on_change is not None:
+            self.on_change(job)
+
+    def _start_queued(self, session: Session) -> None:
+        running = session.scalars(
+            select(Job).where(
+                Job.state.in_((JobState.STARTING, JobState.RUNNING, JobState.CANCELLING))
+            )
+        ).all()
+        per_user = Counter(job.owner_id for job in running)
+        busy_instances = {job.instance_id for job in running}
+        slots = self.settings.jobs_max_running - len(running)
+        for job in session.scalars(
+            select(Job).where(Job.state == JobState.QUEUED).order_by(Job.id)
+        ).all():
+            if slots <= 0:
+                return
+            if job.instance_id in busy_instances:
+                continue  # one phase at a time per instance, in order
+            if per_user[job.owner_id] >= self.settings.jobs_max_running_per_user:
+                continue
+            self._launch(session, job)
+            slots -= 1
+            per_user[job.owner_id] += 1
+            busy_instances.add(job.instance_id)
+
+    def _launch(self, session: Session, job: Job) -> None:
+        executor = self.executors[job.executor]
+        instance = job.instance
+        job.state = JobState.STARTING
+        session.commit()  # persist the intent: a crash now is recorded as such next tick
+        sandboxed = getattr(executor, "bwrap", None) is not None
+        spec = build_spec(self.settings, instance, job, sandboxed=sandboxed)
+        spec.stdout.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = executor.start(spec)
+        except OSError as exc:
+            log.exception("job could not start job_id=%s", job.id)
+            job.handle = {}
+            self._finish(session, job, None, f"the job could not start: {exc}")
+            return
+        job.handle = handle
+        job.state = JobState.RUNNING
+        job.started_at = utcnow()
+        job.provenance = {
+            **job.provenance,
+            "command": shlex.join(spec.argv),
+            "limits": {
+                "wall_time_seconds": spec.limits.wall_time_seconds,
+                "memory_bytes": spec.limits.memory_bytes,
+                "cpu_seconds": spec.limits.cpu_seconds,
+                "processes": spec.limits.processes,
+            },
+            "sandbox": handle.get("sandbox"),
+        }
+        session.commit()
+        log.info("job running job_id=%s phase=%s", job.id, job.phase)
+        if self.on_change is not None:
+            self.on_change(job)
