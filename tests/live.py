@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dtaas import db
 from dtaas.api.app import create_app, prepare
-from dtaas.client import Credentials
+from dtaas.client import Client, Credentials
 from dtaas.config import Settings
 from dtaas.security import service as security
 from dtaas.security.models import Role
@@ -57,6 +57,15 @@ class LiveServer:
                 password=password,
                 role=role,
             )
+
+    @property
+    def files_dir(self) -> Path:
+        """Where the libraries are stored: ``<files_dir>/<username>/...`` and ``common/...``."""
+        return self.settings.resolved_files_dir
+
+    def client_for(self, username: str) -> Client:
+        """A client acting as ``username`` with a fresh token; close it (``with``) when done."""
+        return Client(self.url, token=self.token_for(username))
 
     def token_for(self, username: str) -> str:
         """A fresh API token of ``username``, made through the security service."""

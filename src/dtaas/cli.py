@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 import uvicorn
 from rich.console import Console
 from rich.measure import Measurement
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from dtaas.client import EXAMPLE_URL, Client, Credentials, credentials_path
+from dtaas.client import EXAMPLE_URL, Client, Credentials, ProgressCallback, credentials_path
 from dtaas.config import Settings, get_settings
 from dtaas.errors import BackendUnavailable, DtaasError, InvalidInput, NotAuthenticated
+from dtaas.library.schemas import Entry, EntryType, SortKey
 from dtaas.logs import configure_logging
 from dtaas.security.models import Role
 
@@ -27,10 +38,13 @@ log = logging.getLogger(__name__)
 
 # The shell's convention for a command ended by Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 130
+# ... and for one whose reader went away, as in `dtaas asset cat big.csv | head` (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 
-# Server messages and user values may contain "[...]": print them as text, never as markup.
-out = Console(markup=False, highlight=False, soft_wrap=True)
-err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+# Server messages and user values may contain "[...]" or ":name:": print them as text,
+# never as markup or emoji codes.
+out = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str) -> NoReturn:
@@ -48,11 +62,24 @@ class _Commands(TyperGroup):
             _fail(exc.message)
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
+        except OSError as exc:  # a local file: missing, unreadable, or a disk that is full
+            _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
         except typer.Abort as exc:
             # A prompt turns Ctrl-C into Abort; a closed stdin still ends with "Aborted!".
             if isinstance(exc.__context__, KeyboardInterrupt):
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             raise
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush meets no closed pipe."""
+    with suppress(OSError, ValueError):  # no file descriptor, e.g. under a test runner
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 app = typer.Typer(
@@ -65,9 +92,14 @@ app = typer.Typer(
 db_app = typer.Typer(help="Manage the platform's database.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage users (admins).", no_args_is_help=True)
 token_app = typer.Typer(help="Manage your API tokens.", no_args_is_help=True)
+asset_app = typer.Typer(
+    help="Browse and transfer library files: <username>/... and common/...",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+app.add_typer(asset_app, name="asset")
 
 
 def _when(value: datetime | None) -> str:
@@ -80,7 +112,7 @@ def _print_table(table: Table) -> None:
         out.print(table)
         return
     width = Measurement.get(out, out.options.update_width(1000), table).maximum
-    Console(file=out.file, width=width, markup=False, highlight=False).print(table)
+    Console(file=out.file, width=width, markup=False, emoji=False, highlight=False).print(table)
 
 
 # --- running the platform ---------------------------------------------------------------
@@ -351,6 +383,211 @@ def token_revoke(token_id: Annotated[int, typer.Argument()]) -> None:
     with Client.from_credentials() as client:
         token = client.revoke_token(token_id=token_id)
     out.print(f"Token {token.id} ({token.name}) revoked.")
+
+
+# --- library assets ---------------------------------------------------------------------
+
+# The most entries the server lists per request.
+PAGE_SIZE = 1000
+_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def _size(size: int) -> str:
+    """A byte count for people: ``512 B``, ``1.5 KiB``, ``20.0 MiB``."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in _BYTE_UNITS[1:]:
+        value /= 1024
+        if value < 1024 or unit == _BYTE_UNITS[-1]:
+            break
+    return f"{value:.1f} {unit}"
+
+
+@contextmanager
+def _transfer_bar(description: str) -> Iterator[ProgressCallback]:
+    """A progress bar on stderr, drawn only on a terminal so that scripts get clean output."""
+    progress = Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    with progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _list_all(client: Client, *, path: str, sort: SortKey, descending: bool) -> list[Entry]:
+    entries: list[Entry] = []
+    while True:
+        page = client.list_entries(
+            path=path, sort=sort, descending=descending, offset=len(entries), limit=PAGE_SIZE
+        )
+        entries.extend(page.entries)
+        if not page.entries or len(entries) >= page.total:
+            return entries
+
+
+@asset_app.command("ls")
+def asset_ls(
+    path: Annotated[
+        str | None, typer.Argument(help="A folder; leave out for your library and common.")
+    ] = None,
+    sort: Annotated[SortKey, typer.Option(case_sensitive=False, help="Order by.")] = SortKey.NAME,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the order.")] = False,
+    long: Annotated[
+        bool, typer.Option("--long", "-l", help="A table with type, size and time.")
+    ] = False,
+) -> None:
+    """List a library folder; folders are shown with a trailing '/'."""
+    with Client.from_credentials() as client:
+        entries = _list_all(client, path=path or "", sort=sort, descending=reverse)
+    if not long:
+        for entry in entries:
+            out.print(entry.name + ("/" if entry.type == EntryType.FOLDER else ""))
+        return
+    table = Table("type", "size", "modified", "name")
+    for entry in entries:
+        is_folder = entry.type == EntryType.FOLDER
+        table.add_row(
+            entry.type.value,
+            "-" if is_folder else _size(entry.size),
+            _when(entry.mtime),
+            entry.name + ("/" if is_folder else ""),
+        )
+    _print_table(table)
+
+
+@asset_app.command("cat")
+def asset_cat(path: Annotated[str, typer.Argument(help="A file, e.g. alice/data/x.csv.")]) -> None:
+    """Write a file's bytes to stdout, unchanged."""
+    stdout = typer.get_binary_stream("stdout")
+    with Client.from_credentials() as client:
+        client.stream_to(path=path, sink=stdout)
+    stdout.flush()
+
+
+@asset_app.command("get")
+def asset_get(
+    path: Annotated[str, typer.Argument(help="A file, or a folder to fetch as a zip.")],
+    destination: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="DEST", help="File to write, or a folder to put it in (default: here)."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Download a file, or a folder as a zip, with a progress bar on stderr."""
+    with Client.from_credentials() as client:
+        entry = client.stat(path=path)
+        name = entry.name + (".zip" if entry.type == EntryType.FOLDER else "")
+        target = destination or Path(name)
+        if target.is_dir():
+            target = target / name
+        if (target.exists() or target.is_symlink()) and not force:
+            _fail(f"{target} exists; add --force to replace it.")
+        with _transfer_bar(f"Downloading {entry.path}") as progress:
+            client.download(path=entry.path, destination=target, progress=progress)
+    out.print(f"Saved {entry.path} as {target} ({_size(target.stat().st_size)}).")
+
+
+@asset_app.command("put")
+def asset_put(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE", help="Local files.")],
+    folder: Annotated[str, typer.Argument(metavar="FOLDER", help="e.g. alice/data.")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace files that exist.")
+    ] = False,
+    extract: Annotated[
+        bool, typer.Option("--extract", help="Unpack .zip files into folders.")
+    ] = False,
+) -> None:
+    """Upload files into a library folder, with a progress bar on stderr."""
+    with Client.from_credentials() as client, _transfer_bar(f"Uploading to {folder}") as bar:
+        uploaded = client.upload(
+            folder=folder, files=files, overwrite=overwrite, extract=extract, progress=bar
+        )
+    for entry in uploaded.files:
+        out.print(f"Uploaded {entry.path} ({_size(entry.size)}).")
+    for unpacked in uploaded.extracted:
+        out.print(f"Unpacked into {unpacked}/.")
+
+
+@asset_app.command("rm")
+def asset_rm(
+    path: Annotated[str, typer.Argument()],
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Delete a folder with its content.")
+    ] = False,
+) -> None:
+    """Delete a file or a folder."""
+    with Client.from_credentials() as client:
+        client.delete(path=path, recursive=recursive)
+    out.print(f"Deleted {path}.")
+
+
+@asset_app.command("mv")
+def asset_mv(
+    source: Annotated[str, typer.Argument(metavar="SRC")],
+    destination: Annotated[str, typer.Argument(metavar="DEST", help="The new path.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a file.")] = False,
+) -> None:
+    """Rename or move a file or folder; DEST is its new path, not a folder to move into."""
+    with Client.from_credentials() as client:
+        moved = client.move(source=source, destination=destination, overwrite=overwrite)
+    out.print(f"Moved {source} to {moved.path}.")
+
+
+@asset_app.command("cp")
+def asset_cp(
+    source: Annotated[str, typer.Argument(metavar="SRC")],
+    destination: Annotated[str, typer.Argument(metavar="DEST", help="The path of the copy.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a file.")] = False,
+) -> None:
+    """Copy a file or folder, e.g. from common/ into your library."""
+    with Client.from_credentials() as client:
+        copied = client.copy(source=source, destination=destination, overwrite=overwrite)
+    out.print(f"Copied {source} to {copied.path}.")
+
+
+@asset_app.command("mkdir")
+def asset_mkdir(path: Annotated[str, typer.Argument()]) -> None:
+    """Create a folder; its parent must exist."""
+    with Client.from_credentials() as client:
+        folder = client.make_folder(path=path)
+    out.print(f"Created {folder.path}/.")
+
+
+@asset_app.command("search")
+def asset_search(
+    query: Annotated[str, typer.Argument(help="A name part or glob, or text with --text.")],
+    text: Annotated[bool, typer.Option("--text", help="Search inside text files.")] = False,
+    path: Annotated[str | None, typer.Option(help="Search only this folder.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most results.")] = 100,
+) -> None:
+    """Find files and folders by name, or lines of text, in your library and common.
+
+    Prints one path per line, or path:line: text with --text.
+    """
+    with Client.from_credentials() as client:
+        result = client.search(query=query, mode="text" if text else "name", path=path, limit=limit)
+    for hit in result.hits:
+        out.print(hit.path if hit.line is None else f"{hit.path}:{hit.line}: {hit.snippet}")
+    if result.truncated:
+        # On stderr, so that a script reading the paths does not take this for one.
+        err.print(
+            f"The search stopped early ({len(result.hits)} results shown); "
+            "narrow it with --path or raise --limit."
+        )
 
 
 def main() -> None:

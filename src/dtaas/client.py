@@ -2,26 +2,39 @@
 
 Example::
 
+    from pathlib import Path
+
     from dtaas.client import Client
 
     with Client.sign_in("http://127.0.0.1:8000", username="alice", password="...") as client:
         print(client.whoami().user.username)
+        client.upload(folder="alice/data", files=[Path("levels.csv")])
+        client.download(path="alice/models/tank", destination=Path("tank.zip"))
 
 Every method returns the API's pydantic models and raises the same
 :class:`dtaas.errors.DtaasError` subclasses the server raised, rebuilt from the error
 ``type``; a server that cannot be reached raises :class:`dtaas.errors.BackendUnavailable`,
 and an answer that is not from a dtaas server raises :class:`dtaas.errors.DtaasError`.
+Local files that cannot be read or written raise the usual :class:`OSError`.
+
+Transfers stream: uploads are read from disk and downloads written to disk chunk by
+chunk, so a file of any size takes a few MiB of memory. Their ``progress`` callback is
+called after every chunk with the bytes done so far and the total (``None`` if unknown).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 import stat
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -35,13 +48,26 @@ from dtaas.errors import (
     NotAuthenticated,
     TooManyRequests,
 )
+from dtaas.library.schemas import (
+    EntryDetail,
+    EntryType,
+    Listing,
+    SearchResult,
+    SortKey,
+    Uploaded,
+)
 from dtaas.security.models import Role
 from dtaas.security.schemas import Me, TokenCreated, TokenRead, UserRead
 
-__all__ = ["Client", "Credentials", "credentials_path"]
+__all__ = ["Client", "Credentials", "ProgressCallback", "credentials_path"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 EXAMPLE_URL = "http://127.0.0.1:8000"
+LIBRARY = "/api/v1/library"
+# Bytes read from disk or the network at a time: large enough to keep the link busy,
+# small enough that a transfer's memory does not grow with the file.
+CHUNK = 256 * 1024
+ProgressCallback = Callable[[int, int | None], None]
 
 
 def credentials_path() -> Path:
@@ -230,9 +256,11 @@ class Client:
         """Close the connection pool."""
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """Turn a server that cannot be reached, or stops answering, into BackendUnavailable."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            yield
         except httpx.TimeoutException as exc:
             raise BackendUnavailable(
                 f"The dtaas server at {self.base_url} did not answer in time; try again later."
@@ -241,8 +269,38 @@ class Client:
             raise BackendUnavailable(
                 f"Cannot reach the dtaas server at {self.base_url}: {exc}. Is it running?"
             ) from exc
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._transport_errors():
+            response = self._http.request(method, path, **kwargs)
         _raise_for(response)
         return response
+
+    def _stream_into(
+        self,
+        path: str,
+        *,
+        params: dict[str, str],
+        sink: BinaryIO,
+        progress: ProgressCallback | None,
+    ) -> int:
+        """GET ``path`` and write the body to ``sink`` chunk by chunk; returns the bytes."""
+        with self._transport_errors(), self._http.stream("GET", path, params=params) as response:
+            if not response.is_success:
+                response.read()
+                _raise_for(response)
+            length = response.headers.get("content-length")
+            encoded = "content-encoding" in response.headers  # the length counts other bytes
+            total = int(length) if length and length.isdigit() and not encoded else None
+            done = 0
+            if progress is not None:
+                progress(done, total)
+            for chunk in response.iter_bytes(CHUNK):
+                sink.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        return done
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -359,3 +417,299 @@ class Client:
         return self._model(
             UserRead, "PATCH", f"/api/v1/users/{quote(username, safe='')}", json=body
         )
+
+    # --- library -------------------------------------------------------------------------
+
+    def list_entries(
+        self,
+        *,
+        path: str = "",
+        sort: SortKey | str = SortKey.NAME,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 200,
+    ) -> Listing:
+        """One page of a library folder; the empty path lists your library and ``common``.
+
+        Folders come first when sorted by name or type; ``total`` counts every entry.
+
+        Raises: BadRequest for a malformed path; PermissionDenied outside your library
+        and common; NotFound; Conflict if the path is a file.
+        """
+        params = {
+            "path": path,
+            "sort": str(sort),
+            "descending": _flag(descending),
+            "offset": str(offset),
+            "limit": str(limit),
+        }
+        return self._model(Listing, "GET", f"{LIBRARY}/entries", params=params)
+
+    def stat(self, *, path: str) -> EntryDetail:
+        """Metadata of a file or folder, with the ETag to pass to :meth:`write_text`.
+
+        Raises: BadRequest; PermissionDenied; NotFound.
+        """
+        return self._model(EntryDetail, "GET", f"{LIBRARY}/stat", params={"path": path})
+
+    def read_bytes(self, *, path: str) -> bytes:
+        """The whole content of a file, in memory; use :meth:`download` for large files.
+
+        Raises: BadRequest; PermissionDenied; NotFound; Conflict if the path is a folder.
+        """
+        return self._request("GET", f"{LIBRARY}/file", params={"path": path}).content
+
+    def stream_to(
+        self, *, path: str, sink: BinaryIO, progress: ProgressCallback | None = None
+    ) -> int:
+        """Write a file's content to the open binary ``sink`` as it arrives; returns its size.
+
+        Raises: BadRequest; PermissionDenied; NotFound; Conflict if the path is a folder;
+        OSError if ``sink`` cannot be written.
+        """
+        return self._stream_into(
+            f"{LIBRARY}/file", params={"path": path}, sink=sink, progress=progress
+        )
+
+    def download(
+        self, *, path: str, destination: Path, progress: ProgressCallback | None = None
+    ) -> Path:
+        """Save a file, or a folder as a zip, to ``destination`` (replaced if it exists).
+
+        The bytes go to a hidden file next to ``destination`` that is renamed into place
+        once complete, so an interrupted download never leaves a truncated file behind.
+
+        Raises: BadRequest; PermissionDenied; NotFound; InvalidInput if ``destination``
+        is a folder; OSError if it cannot be written.
+        """
+        if destination.is_dir():
+            raise InvalidInput(
+                f"{destination} is a folder; name the file to save {path} as.",
+                loc=["destination"],
+            )
+        if not destination.parent.is_dir():
+            # Said here: the hidden partial file would otherwise be the one named.
+            raise FileNotFoundError(
+                errno.ENOENT, os.strerror(errno.ENOENT), str(destination.parent)
+            )
+        is_folder = self.stat(path=path).type == EntryType.FOLDER
+        endpoint = f"{LIBRARY}/archive" if is_folder else f"{LIBRARY}/file"
+        partial = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
+        try:
+            with partial.open("xb") as sink:
+                self._stream_into(endpoint, params={"path": path}, sink=sink, progress=progress)
+            partial.replace(destination)
+        finally:
+            partial.unlink(missing_ok=True)
+        return destination
+
+    def write_text(self, *, path: str, text: str, if_match: str | None = None) -> EntryDetail:
+        """Create or replace a UTF-8 text file.
+
+        Replacing a file needs ``if_match``: the ETag from :meth:`stat` or an earlier
+        write, so that a newer version is never overwritten; ``"*"`` creates only.
+
+        Raises: BadRequest; PermissionDenied; NotFound if the folder is missing;
+        PayloadTooLarge over the server's edit limit; PreconditionRequired when replacing
+        without ``if_match``; PreconditionFailed when ``if_match`` is stale; Conflict if
+        the path is a folder.
+        """
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if if_match is not None:
+            headers["If-Match"] = if_match
+        return self._model(
+            EntryDetail,
+            "PUT",
+            f"{LIBRARY}/file",
+            params={"path": path},
+            content=text.encode("utf-8"),
+            headers=headers,
+        )
+
+    def upload(
+        self,
+        *,
+        folder: str,
+        files: Sequence[Path],
+        overwrite: bool = False,
+        extract: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> Uploaded:
+        """Upload local files into a library folder, streamed from disk.
+
+        Each file keeps its name; ``extract`` unpacks ``.zip`` files into folders of the
+        same name instead. The server stores nothing unless the whole upload succeeds.
+        ``progress`` counts the bytes of the files sent, out of their total size.
+
+        Raises: InvalidInput if ``files`` is empty, two files share a name, or a name or
+        file cannot be uploaded; BadRequest; PermissionDenied; NotFound if ``folder`` does
+        not exist; Conflict if a file exists and ``overwrite`` is false; PayloadTooLarge;
+        OSError if a local file cannot be read.
+        """
+        body = _MultipartBody(files)
+        params = {"path": folder, "overwrite": _flag(overwrite), "extract": _flag(extract)}
+        headers = {
+            "Content-Type": body.content_type,
+            # Sent up front so the server can refuse an upload over its limit at once.
+            "Content-Length": str(body.length),
+        }
+        return self._model(
+            Uploaded,
+            "POST",
+            f"{LIBRARY}/upload",
+            params=params,
+            headers=headers,
+            content=body.chunks(progress),
+        )
+
+    def make_folder(self, *, path: str) -> EntryDetail:
+        """Create a folder; its parent must exist.
+
+        Raises: BadRequest; PermissionDenied; NotFound; Conflict if the path exists.
+        """
+        return self._model(EntryDetail, "POST", f"{LIBRARY}/folders", json={"path": path})
+
+    def move(self, *, source: str, destination: str, overwrite: bool = False) -> EntryDetail:
+        """Rename or move a file or folder; ``destination`` is its new path.
+
+        Raises: BadRequest; PermissionDenied; NotFound; Conflict if ``destination``
+        exists (a file is replaced with ``overwrite``, a folder never).
+        """
+        body = {"source": source, "destination": destination, "overwrite": overwrite}
+        return self._model(EntryDetail, "POST", f"{LIBRARY}/move", json=body)
+
+    def copy(self, *, source: str, destination: str, overwrite: bool = False) -> EntryDetail:
+        """Copy a file or folder, e.g. from ``common/`` into your library.
+
+        Raises: BadRequest; PermissionDenied; NotFound; Conflict if ``destination``
+        exists (a file is replaced with ``overwrite``, a folder never).
+        """
+        body = {"source": source, "destination": destination, "overwrite": overwrite}
+        return self._model(EntryDetail, "POST", f"{LIBRARY}/copy", json=body)
+
+    def delete(self, *, path: str, recursive: bool = False) -> None:
+        """Delete a file, or a folder (one with content only when ``recursive``).
+
+        Raises: BadRequest; PermissionDenied; NotFound; Conflict for a folder that is not
+        empty without ``recursive``, or a folder of the library layout.
+        """
+        params = {"path": path, "recursive": _flag(recursive)}
+        self._request("DELETE", f"{LIBRARY}/entries", params=params)
+
+    def search(
+        self,
+        *,
+        query: str,
+        mode: Literal["name", "text"] = "name",
+        path: str | None = None,
+        limit: int = 100,
+    ) -> SearchResult:
+        """Find files and folders by name (substring or glob) or lines of text in files.
+
+        Searches your library and ``common``, or only the folder ``path``; ``truncated``
+        says when the result limit or the server's time limit stopped the search.
+
+        Raises: InvalidInput for an empty query; BadRequest; PermissionDenied; NotFound.
+        """
+        params = {"q": query, "mode": mode, "limit": str(limit)}
+        if path:
+            params["path"] = path
+        return self._model(SearchResult, "GET", f"{LIBRARY}/search", params=params)
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _file_size(path: Path) -> int:
+    """The size of a file to upload.
+
+    Raises: OSError if ``path`` is missing or a folder; InvalidInput for a FIFO, socket
+    or device.
+    """
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidInput(
+            f"{path} is not a regular file; only files can be uploaded.", loc=["files"]
+        )
+    return info.st_size
+
+
+class _MultipartBody:
+    """A multipart/form-data body of ``files`` parts, produced from disk chunk by chunk.
+
+    Sizes are taken up front to send an exact Content-Length; a file that changes size
+    meanwhile stops the upload rather than sending a body of another length.
+    """
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        if not files:
+            raise InvalidInput("Name at least one file to upload.", loc=["files"])
+        names = [path.name for path in files]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise InvalidInput(
+                f"More than one file is named {twice[0]!r}; a folder holds one file of a "
+                "name, so upload them separately.",
+                loc=["files"],
+            )
+        self.boundary = secrets.token_hex(16)
+        self.files = [(path, _file_size(path), self._part_head(path)) for path in files]
+        self.tail = f"--{self.boundary}--\r\n".encode()
+        self.total = sum(size for _, size, _ in self.files)
+        self.length = sum(len(head) + size + 2 for _, size, head in self.files) + len(self.tail)
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def _part_head(self, path: Path) -> bytes:
+        name = path.name
+        # A line break would end the part's header; a backslash is a folder separator
+        # to the server, which would keep only what follows it.
+        if any(char in name for char in "\r\n\\"):
+            raise InvalidInput(
+                f"The file name {name!r} contains a line break or a backslash, which "
+                "library names cannot; rename the file.",
+                loc=["files"],
+            )
+        quoted = name.replace('"', '\\"')
+        head = (
+            f"--{self.boundary}\r\n"
+            f'Content-Disposition: form-data; name="files"; filename="{quoted}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        try:
+            return head.encode("utf-8")
+        except UnicodeEncodeError:  # bytes of another encoding, kept as surrogates by os
+            raise InvalidInput(
+                f"The file name {name!r} is not valid UTF-8; rename the file.", loc=["files"]
+            ) from None
+
+    def chunks(self, progress: ProgressCallback | None) -> Iterator[bytes]:
+        """The body; calls ``progress`` after each chunk of file content.
+
+        Raises: OSError if a file cannot be read; DtaasError if one changed size.
+        """
+        done = 0
+        if progress is not None:
+            progress(done, self.total)
+        for path, size, head in self.files:
+            yield head
+            remaining = size
+            with path.open("rb") as handle:
+                while remaining:
+                    chunk = handle.read(min(CHUNK, remaining))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    done += len(chunk)
+                    yield chunk
+                    if progress is not None:
+                        progress(done, self.total)
+                if remaining or handle.read(1):
+                    raise DtaasError(f"{path} changed size while it was uploaded; upload it again.")
+            yield b"\r\n"
+        yield self.tail

@@ -31,6 +31,7 @@ from dtaas.twins import routes as twins_routes
 from dtaas.web import library as web_library
 from dtaas.web import pages
 from dtaas.web import routes as web_routes
+from dtaas.web import twins as web_twins
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(library_routes.graphql_router, responses=errors.ERROR_RESPONSES)
     app.include_router(web_routes.router)
     app.include_router(web_library.router)
+    app.include_router(web_twins.router)
 
     @app.get("/healthz", tags=["platform"], responses={503: {"model": errors.ErrorResponse}})
     def healthz() -> JSONResponse:

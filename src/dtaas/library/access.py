@@ -9,11 +9,12 @@ The files root holds one *area* per user (``<files>/<username>``) and the shared
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from dtaas.config import Settings
-from dtaas.errors import PermissionDenied
+from dtaas.errors import NotFound, PermissionDenied
 from dtaas.library import paths
 from dtaas.security.permissions import Permission, Principal, require
 
@@ -109,7 +110,12 @@ def locate(
         raise PermissionDenied(f"Name a library: {actor.username}/... or common/...", loc=["path"])
     check_area(actor=actor, area=area, write=write)
     area_root = ensure_area(settings=settings, area=area)
-    real = paths.resolve(root=area_root, path=inner, must_exist=must_exist)
+    try:
+        real = paths.resolve(root=area_root, path=inner, must_exist=must_exist)
+    except NotFound as exc:
+        # The resolver quotes the path inside the area; show the user's whole path.
+        message = re.sub(r"'([^']*)'", lambda m: f"'{area}/{m.group(1)}'", exc.message, count=1)
+        raise NotFound(message, loc=exc.loc) from None
     # The resolver accepted every component, so the normalised input is what the user
     # sees, even where an inside-area symlink led elsewhere.
     clean = "/".join(part for part in inner.split("/") if part not in ("", "."))

@@ -87,7 +87,9 @@ def search(
     truncated = False
     for scope in scopes:
         for user_path, real, is_folder in _walk(scope.real, scope.path):
-            if len(hits) >= limit or time.monotonic() > deadline:
+            if len(hits) > limit:
+                break
+            if time.monotonic() > deadline:
                 truncated = True
                 break
             name = user_path.rsplit("/", 1)[-1].casefold()
@@ -101,11 +103,12 @@ def search(
                     hits.append(
                         SearchHit(path=user_path, type=EntryType.FILE, line=line, snippet=snippet)
                     )
-                    if len(hits) >= limit:
+                    if len(hits) > limit:
                         break
         if truncated:
             break
     log.info(
         "search mode=%s hits=%s truncated=%s actor=%s", mode, len(hits), truncated, actor.username
     )
+    truncated = truncated or len(hits) > limit
     return SearchResult(query=query, mode=mode, hits=hits[:limit], truncated=truncated)

@@ -332,6 +332,11 @@ def write_text(
         return _detail(actor=actor, location=location)
     if target.is_dir():
         raise Conflict(f"{location.path} is a folder, not a text file.", loc=["path"])
+    if if_match == "*":
+        raise PreconditionFailed(
+            f"{location.path} already exists; read it and send its ETag to replace it.",
+            loc=["header", "If-Match"],
+        )
     if if_match is None:
         raise PreconditionRequired(
             f"{location.path} exists: send If-Match with the ETag you read, so a newer "
@@ -465,7 +470,9 @@ def delete(*, settings: Settings, actor: Principal, path: str, recursive: bool) 
         )
     own = location.real
     if own.is_dir() and not own.is_symlink():
-        if not recursive and any(os.scandir(own)):
+        with os.scandir(own) as children:
+            has_content = any(children)
+        if not recursive and has_content:
             raise Conflict(
                 f"{location.path} is a folder that is not empty; delete it recursively.",
                 loc=["path"],

@@ -109,7 +109,9 @@ class UploadReceiver:
 
     def _on_header_end(self) -> None:
         name = self._header_field.decode("latin-1").lower()
-        self._headers[name] = self._header_value.decode("utf-8", errors="replace")
+        # latin-1 keeps the raw bytes: parse_options_header re-encodes with it, and the
+        # file name is decoded as UTF-8 afterwards.
+        self._headers[name] = self._header_value.decode("latin-1")
         self._header_field.clear()
         self._header_value.clear()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -38,6 +39,8 @@ from dtaas.twins.validate import Problem, Report, phase_scripts, validate_folder
 log = logging.getLogger(__name__)
 
 KIND = "digital_twins"
+TWIN_NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
+CONFIG_NAME = r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}"
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 MAX_README_BYTES = 256 * 1024
 
@@ -366,6 +369,15 @@ def _validated_values(
     return location.path
 
 
+def _check_config_name(name: str) -> None:
+    if not re.fullmatch(CONFIG_NAME, name):
+        raise InvalidInput(
+            f"{name!r} cannot name a configuration: use letters, digits, spaces, '.', '_' "
+            "and '-', starting with a letter or digit, at most 100 characters.",
+            loc=["name"],
+        )
+
+
 def list_configurations(
     *, session: Session, settings: Settings, actor: Principal, path: str
 ) -> list[TwinConfiguration]:
@@ -398,6 +410,7 @@ def save_configuration(
     Conflict if the name is taken.
     """
     require(actor, Permission.WRITE)
+    _check_config_name(name)
     twin_path = _validated_values(settings=settings, actor=actor, path=path, values=values)
     configuration = TwinConfiguration(
         owner_id=actor.user_id, twin_path=twin_path, name=name, values=values
@@ -441,6 +454,7 @@ def update_configuration(
     Raises: PermissionDenied; NotFound; InvalidInput; Conflict.
     """
     require(actor, Permission.WRITE)
+    _check_config_name(name)
     configuration = get_configuration(
         session=session, actor=actor, configuration_id=configuration_id
     )
@@ -507,6 +521,13 @@ def create_twin(
     given; NotFound for an unknown template or source; Conflict if the name is taken.
     """
     require(actor, Permission.WRITE)
+    # The name becomes a path component; it must be checked here, not only by the API.
+    if not re.fullmatch(TWIN_NAME, name):
+        raise InvalidInput(
+            f"{name!r} cannot be a DT name: use lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit, at most 64 characters.",
+            loc=["name"],
+        )
     if (template is None) == (source is None):
         raise InvalidInput("Give either a template or a source DT to copy.", loc=["template"])
     destination = f"{actor.username}/{KIND}/{name}"

@@ -35,6 +35,7 @@ class NavItem:
 NAVIGATION: tuple[NavItem, ...] = (
     NavItem("Home", "/", Permission.READ),
     NavItem("Library", "/library", Permission.READ),
+    NavItem("Digital Twins", "/twins", Permission.READ),
     NavItem("Users", "/admin/users", Permission.MANAGE_USERS),
     NavItem("Account", "/account", Permission.READ),
 )
