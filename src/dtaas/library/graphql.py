@@ -17,7 +17,7 @@ from graphql import GraphQLError, GraphQLResolveInfo, build_schema, graphql_sync
 from dtaas.config import Settings
 from dtaas.errors import DtaasError
 from dtaas.library.access import locate, readable_areas
-from dtaas.library.service import HIDDEN_PREFIX
+from dtaas.library.paths import HIDDEN_PREFIX
 from dtaas.security.permissions import Principal
 
 log = logging.getLogger(__name__)

@@ -55,6 +55,8 @@ MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems
 MAX_PATH_BYTES = 4096  # PATH_MAX
 MAX_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS), so loops end the same way
 
+# Names the platform uses for work in progress: never listed, never addressable.
+HIDDEN_PREFIX = ".dtaas-"
 _LOC: list[str | int] = ["path"]
 # Characters with path meaning somewhere: POSIX, Windows, URLs.
 _PATH_SYNTAX = frozenset("/\\.:%")
@@ -228,6 +230,12 @@ def _check_characters(part: str) -> None:
 
 
 def _check_name(part: str) -> None:
+    if part.startswith(HIDDEN_PREFIX):
+        raise BadRequest(
+            f"The name {_shorten(part)!r} starts with {HIDDEN_PREFIX!r}, which the platform "
+            "keeps for work in progress; choose another name.",
+            loc=_LOC,
+        )
     if part == "..":
         raise BadRequest(
             "The path contains '..'; parent references are not allowed, even when they "

@@ -13,8 +13,8 @@ from typing import Literal
 from dtaas.config import Settings
 from dtaas.errors import InvalidInput
 from dtaas.library.access import locate, readable_areas
+from dtaas.library.paths import HIDDEN_PREFIX
 from dtaas.library.schemas import EntryType, SearchHit, SearchResult
-from dtaas.library.service import HIDDEN_PREFIX
 from dtaas.security.permissions import Principal
 
 log = logging.getLogger(__name__)

@@ -34,13 +34,12 @@ from dtaas.library.access import (
     locate,
     readable_areas,
 )
+from dtaas.library.paths import HIDDEN_PREFIX
 from dtaas.library.schemas import Entry, EntryDetail, EntryType, Listing, SortKey
 from dtaas.security.permissions import Principal
 
 log = logging.getLogger(__name__)
 
-# Names the platform uses for work in progress; never listed, never addressable.
-HIDDEN_PREFIX = ".dtaas-"
 DESCRIPTION_FILES = ("description.md", "README.md")
 MAX_LIMIT = 1000
 
@@ -361,7 +360,7 @@ def write_text(
 
 
 def make_folder(*, settings: Settings, actor: Principal, path: str) -> EntryDetail:
-    """Create a folder (and missing parents inside the area).
+    """Create a folder; its parent must exist.
 
     Raises: BadRequest; PermissionDenied; Conflict if something exists there.
     """

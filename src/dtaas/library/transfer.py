@@ -19,8 +19,9 @@ from dtaas.config import Settings
 from dtaas.errors import BadRequest, Conflict, DtaasError, InvalidInput, PayloadTooLarge
 from dtaas.library import paths
 from dtaas.library.access import Location, locate
+from dtaas.library.paths import HIDDEN_PREFIX
 from dtaas.library.schemas import Entry, Uploaded
-from dtaas.library.service import HIDDEN_PREFIX, _detail, _temporary_sibling, require_folder
+from dtaas.library.service import _detail, _temporary_sibling, require_folder
 from dtaas.security.permissions import Principal
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from dtaas.config import Settings
 from dtaas.errors import Conflict, InvalidInput, NotFound
 from dtaas.library import service as library
 from dtaas.library.access import COMMON, Location
-from dtaas.library.service import HIDDEN_PREFIX, read_description
+from dtaas.library.paths import HIDDEN_PREFIX
+from dtaas.library.service import read_description
 from dtaas.security.permissions import Permission, Principal, require
 from dtaas.twins.manifest import MANIFEST_FILE, Manifest, check_value, parse_memory
 from dtaas.twins.models import TwinConfiguration
