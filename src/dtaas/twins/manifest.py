@@ -7,6 +7,7 @@ works from its ``lifecycle/`` scripts alone. The JSON Schema served at
 
 from __future__ import annotations
 
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -27,7 +28,7 @@ PHASES = ("create", "execute", "analyze", "evolve", "save", "restore", "terminat
 SERVICES = ("mqtt", "amqp", "postgres", "influxdb")
 KINDS = ("functions", "models", "tools", "data", "digital_twins")
 IDENTIFIER = r"^[a-z_][a-z0-9_]{0,63}$"
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T)?i?B?$")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:(Ki|Mi|Gi|Ti|K|M|G|T)B?|(B))?$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _MEMORY_UNITS = {
     None: 1024**2,  # a bare number is MiB
@@ -39,6 +40,7 @@ _MEMORY_UNITS = {
     "Mi": 1024**2,
     "Gi": 1024**3,
     "Ti": 1024**4,
+    "B": 1,
 }
 _DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -64,8 +66,12 @@ class Parameter(ManifestModel):
     type: ParameterType
     default: str | int | float | bool | None = None
     help: str = Field(default="", max_length=2000, description="Shown next to the form field.")
-    min: float | None = Field(default=None, description="Smallest value (int, float).")
-    max: float | None = Field(default=None, description="Largest value (int, float).")
+    min: float | None = Field(
+        default=None, allow_inf_nan=False, description="Smallest value (int, float)."
+    )
+    max: float | None = Field(
+        default=None, allow_inf_nan=False, description="Largest value (int, float)."
+    )
     pattern: str | None = Field(default=None, description="Regular expression (string).")
     choices: list[str | int | float] | None = Field(default=None, description="Values (enum).")
     kind: Literal["functions", "models", "tools", "data", "digital_twins"] | None = Field(
@@ -87,34 +93,46 @@ class Parameter(ManifestModel):
 
     @model_validator(mode="after")
     def _fits_its_type(self) -> Parameter:
-        def fail(field: str, message: str) -> PydanticCustomError:
-            # ctx.field lets the validator point at the key the problem is about.
-            return PydanticCustomError("parameter", message, {"field": field})
-
-        numeric = self.type in (ParameterType.INT, ParameterType.FLOAT)
-        for bound in ("min", "max"):
-            if getattr(self, bound) is not None and not numeric:
-                raise fail(bound, f"{bound} applies to int and float parameters, not {self.type}")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise fail("max", f"max ({self.max:g}) is smaller than min ({self.min:g})")
-        if self.pattern is not None and self.type != ParameterType.STRING:
-            raise fail("pattern", f"pattern applies to string parameters, not {self.type}")
-        if self.type == ParameterType.ENUM and not self.choices:
-            raise fail("type", "an enum parameter needs `choices:`, a non-empty list of values")
-        if self.choices is not None and self.type != ParameterType.ENUM:
-            raise fail("choices", f"choices apply to enum parameters, not {self.type}")
-        if self.kind is not None and self.type != ParameterType.ASSET:
-            raise fail("kind", f"kind applies to asset parameters, not {self.type}")
-        if self.default is not None:
-            problem = check_value(self, self.default)
-            if problem:
-                raise fail("default", f"the default {self.default!r} is not valid: {problem}")
+        problems = parameter_problems(self)
+        if problems:
+            field, message = problems[0]
+            # ctx.field lets the validator point at the key; ctx.problems carries them all.
+            raise PydanticCustomError("parameter", message, {"field": field, "problems": problems})
         return self
 
     @property
     def is_required(self) -> bool:
         """Whether a configuration must give a value."""
         return self.required if self.required is not None else self.default is None
+
+
+def parameter_problems(parameter: Parameter) -> list[tuple[str, str]]:
+    """Every (field, message) that does not fit the parameter's type."""
+    problems: list[tuple[str, str]] = []
+    kind = parameter.type
+    numeric = kind in (ParameterType.INT, ParameterType.FLOAT)
+    for bound in ("min", "max"):
+        if getattr(parameter, bound) is not None and not numeric:
+            problems.append((bound, f"{bound} applies to int and float parameters, not {kind}"))
+    low, high = parameter.min, parameter.max
+    if low is not None and high is not None and low > high:
+        problems.append(("max", f"max ({high:g}) is smaller than min ({low:g})"))
+    if parameter.pattern is not None and kind != ParameterType.STRING:
+        problems.append(("pattern", f"pattern applies to string parameters, not {kind}"))
+    if kind == ParameterType.ENUM and not parameter.choices:
+        field = "type" if parameter.choices is None else "choices"
+        problems.append((field, "an enum parameter needs `choices:`, a non-empty list of values"))
+    if parameter.choices is not None and kind != ParameterType.ENUM:
+        problems.append(("choices", f"choices apply to enum parameters, not {kind}"))
+    if parameter.kind is not None and kind != ParameterType.ASSET:
+        problems.append(("kind", f"kind applies to asset parameters, not {kind}"))
+    if parameter.default is not None and not problems:
+        problem = check_value(parameter, parameter.default)
+        if problem:
+            problems.append(
+                ("default", f"the default {parameter.default!r} is not valid: {problem}")
+            )
+    return problems
 
 
 def check_value(parameter: Parameter, value: Any) -> str | None:
@@ -128,6 +146,8 @@ def check_value(parameter: Parameter, value: Any) -> str | None:
     elif kind == ParameterType.FLOAT:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return "expected a number"
+        if not math.isfinite(value):
+            return "expected a finite number"
     elif kind == ParameterType.ENUM:
         choices = parameter.choices or []
         if value not in choices or isinstance(value, bool):
@@ -151,9 +171,16 @@ def check_value(parameter: Parameter, value: Any) -> str | None:
 
 def _check_asset_reference(value: str, kind: str | None) -> str | None:
     parts = value.strip("/").split("/")
-    if not value or value.startswith("/") or ".." in parts:
+    at = 1 if parts[0] == "common" else 0
+    if (
+        not value
+        or value.startswith("/")
+        or ".." in parts
+        or len(parts) < at + 2
+        or parts[at] not in KINDS
+    ):
         return "expected a library path such as common/models/tank.fmu or models/tank.fmu"
-    first = parts[1] if parts[0] == "common" and len(parts) > 1 else parts[0]
+    first = parts[at]
     if kind is not None and first != kind:
         return f"expected an asset of kind {kind}"
     return None
@@ -166,8 +193,8 @@ def parse_memory(value: int | str) -> int:
     match = _MEMORY.match(value.strip())
     if match is None:
         raise ValueError(f"memory {value!r} is not a size; write e.g. 512Mi or 2Gi")
-    number, unit = match.groups()
-    return int(float(number) * _MEMORY_UNITS[unit])
+    number, unit, byte = match.groups()
+    return int(float(number) * _MEMORY_UNITS[unit or byte])
 
 
 def parse_duration(value: int | str) -> int:
@@ -265,9 +292,13 @@ class Manifest(ManifestModel):
     @field_validator("services")
     @classmethod
     def _services_once(cls, values: list[str]) -> list[str]:
-        repeated = sorted({v for v in values if values.count(v) > 1})
-        if repeated:
-            raise ValueError(f"service {repeated[0]!r} is listed twice")
+        for index, service in enumerate(values):
+            if service in values[:index]:
+                raise PydanticCustomError(
+                    "repeated_service",
+                    "service '{service}' is listed twice",
+                    {"service": service, "index": index},
+                )
         return values
 
 
@@ -277,4 +308,7 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "/api/v1/schemas/dt.json"
     schema["title"] = "dt.yaml (dtaas digital twin manifest, version 1)"
+    for named in ("parameters", "phases"):
+        # Names outside the pattern are refused by the validator; let editors say so too.
+        schema["properties"][named]["additionalProperties"] = False
     return schema

@@ -532,6 +532,8 @@ def create_twin(
     if (template is None) == (source is None):
         raise InvalidInput("Give either a template or a source DT to copy.", loc=["template"])
     destination = f"{actor.username}/{KIND}/{name}"
+    if library.is_readable(settings=settings, actor=actor, path=destination):
+        raise Conflict(f"{destination} already exists; choose another name.", loc=["name"])
     if source is not None:
         _twin_location(settings=settings, actor=actor, path=source, write=False)
         library.copy(
@@ -547,8 +549,6 @@ def create_twin(
         kind_folder = library.find_folder(
             settings=settings, actor=actor, path=f"{actor.username}/{KIND}", write=True
         )
-        if library.is_readable(settings=settings, actor=actor, path=destination):
-            raise Conflict(f"{destination} already exists; choose another name.", loc=["name"])
         staging = kind_folder.real / f"{HIDDEN_PREFIX}{name}"
         shutil.copytree(TEMPLATES_DIR / str(template), staging)
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,62 @@ from dtaas.twins.manifest import (
 
 Severity = Literal["error", "warning"]
 MAX_MANIFEST_BYTES = 256 * 1024
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false, so `on:`, `yes`, `no` stay text."""
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+_CLOSERS = {"[": "]", "{": "}", '"': '"', "'": "'"}
+_YAML_HINTS = {
+    "mapping values are not allowed here": (
+        "a `:` is not allowed here; check the indentation of this line, or quote a value "
+        "that contains `: `"
+    ),
+    "expected <block end>, but found '<block mapping start>'": (
+        "this line is indented differently from the keys above it; indent the keys of one "
+        "mapping equally"
+    ),
+}
+
+
+_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # YAML's line breaks
+
+
+def _line_column(text: str, index: int) -> tuple[int, int]:
+    breaks = list(_BREAK.finditer(text, 0, index))
+    return len(breaks) + 1, index - (breaks[-1].end() if breaks else 0) + 1
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[str, int | None, int | None]:
+    """A YAML syntax error in words, with the line and column to report it at."""
+    problem = exc.problem or "the file is not valid YAML"
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return problem, None, None
+    if text[mark.index :].strip():
+        if problem.startswith("but ") and exc.context:
+            problem = f"{exc.context} {problem}"
+        return _YAML_HINTS.get(problem, problem), mark.line + 1, mark.column + 1
+    # The end of the file says nothing: point at what was left open, or at the last
+    # character written.
+    opened = exc.context_mark
+    last = len(text.rstrip()) - 1
+    index = opened.index if opened is not None and opened.index <= last else max(last, 0)
+    line, column = _line_column(text, index)
+    opener = text[index : index + 1]
+    if opener in _CLOSERS:
+        problem = f"this `{opener}` is never closed; add the matching `{_CLOSERS[opener]}`"
+    return problem, line, column
+
 
 # Known keys per place in the manifest, for "did you mean" suggestions.
 _MODELS: dict[str, type[BaseModel]] = {
@@ -163,27 +220,52 @@ def _message(error: Any, located: _Located) -> tuple[str, yaml.Node | None]:
         field = str(ctx.get("field", ""))
         target = (*loc, field) if field else loc
         return f"`{_place(target)}`: {error['msg']}", located.node(target)
+    if "index" in ctx:
+        loc = (*loc, int(ctx["index"]))
     node = located.node(loc)
     text = str(error["msg"]).removeprefix("Value error, ")
     if kind == "literal_error" and loc == ("manifest",):
         text = "must be 1, the only version of dt.yaml so far"
     elif kind in ("literal_error", "enum"):
         expected = str(ctx.get("expected", "")).replace("'", "")
-        text = f"`{error.get('input')}` is not allowed; use one of {expected}"
+        given = error.get("input")
+        shown = f"`{given}`"
+        if isinstance(given, list | dict):
+            shown = "a list" if isinstance(given, list) else "a mapping"
+        text = f"{shown} is not allowed; use one of {expected}"
+    elif kind == "model_type":
+        model = _model_for(loc)
+        required = [
+            f"`{n}:`" for n, f in (model.model_fields if model else {}).items() if f.is_required()
+        ]
+        text = "expected a mapping" + (f" with {', '.join(required)}" if required else "")
+    elif kind == "string_pattern_mismatch" and loc[:1] == ("telemetry",) and loc[-1:] == ("field",):
+        return (
+            f"telemetry field `{error.get('input')}` is not allowed: use letters, digits, _ "
+            "and ., starting with a letter or _",
+            node,
+        )
     return f"`{where}`: {text}" if where else text, node
 
 
 def _duplicate_keys(node: yaml.Node | None, found: list[tuple[str, yaml.Node]]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            if key_node.value in seen:
-                found.append((str(key_node.value), key_node))
-            seen.add(key_node.value)
-            _duplicate_keys(value_node, found)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _duplicate_keys(item, found)
+    # Each node once: aliases share nodes, and may even contain themselves.
+    visited: set[int] = set()
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in visited:
+            continue
+        visited.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in current.value:
+                if key_node.value in seen:
+                    found.append((str(key_node.value), key_node))
+                seen.add(key_node.value)
+                pending.append(value_node)
+        elif isinstance(current, yaml.SequenceNode):
+            pending.extend(current.value)
 
 
 def parse_manifest(text: str, *, file: str = MANIFEST_FILE) -> Report:
@@ -195,14 +277,14 @@ def parse_manifest(text: str, *, file: str = MANIFEST_FILE) -> Report:
         problems.append(Problem(severity, file, line, column, message))
 
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # SafeLoader
+        root = yaml.compose(text, Loader=_ManifestLoader)
+        data = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 (a SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        column = mark.column + 1 if mark else None
-        reason = exc.problem or "the file is not valid YAML"
+        reason, line, column = _syntax_problem(exc, text)
         problems.append(Problem("error", file, line, column, f"YAML syntax: {reason}"))
+        return Report(None, problems)
+    except RecursionError:
+        problems.append(Problem("error", file, None, None, "the manifest nests too deeply"))
         return Report(None, problems)
     except yaml.YAMLError as exc:
         problems.append(Problem("error", file, None, None, f"YAML: {exc}"))
@@ -222,16 +304,21 @@ def parse_manifest(text: str, *, file: str = MANIFEST_FILE) -> Report:
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        seen: set[tuple[int | None, str]] = set()
+        seen: set[tuple[int | None, int | None, str]] = set()
         for error in exc.errors():
             # Union branches repeat a location; keep the first message per location.
             loc = tuple(p for p in error["loc"] if not _is_union_branch(p))
-            message, found = _message({**error, "loc": loc}, located)
-            line, _ = _position(found)
-            if (line, _place(loc)) in seen and error["type"] != "extra_forbidden":
-                continue
-            seen.add((line, _place(loc)))
-            add(message, found)
+            ctx = error.get("ctx") or {}
+            parts = ctx.get("problems") if error["type"] == "parameter" else None
+            singles = [{**error, "loc": loc, "ctx": {"field": f}, "msg": m} for f, m in parts or []]
+            for one in singles or [{**error, "loc": loc}]:
+                message, found = _message(one, located)
+                line, column = _position(found)
+                if (line, column, _place(loc)) in seen and error["type"] != "extra_forbidden":
+                    continue
+                seen.add((line, column, _place(loc)))
+                add(message, found)
+    problems.sort(key=lambda p: (p.line or 0, p.column or 0))
     return Report(manifest, problems)
 
 
@@ -261,6 +348,18 @@ def _lifecycle_problems(folder: Path, manifest: Manifest | None) -> list[Problem
                 )
             )
         return problems
+    if not phase_scripts(folder) and not overrides:
+        problems.append(
+            Problem(
+                "error",
+                "lifecycle/",
+                None,
+                None,
+                "lifecycle/ has no phase script (a file without a dot, e.g. lifecycle/execute) "
+                "and dt.yaml overrides no phase: nothing can run; add lifecycle/execute or a "
+                "`phases:` entry",
+            )
+        )
     for script in sorted(phase_scripts(folder)):
         path = lifecycle / script
         relative = f"lifecycle/{script}"
@@ -301,7 +400,10 @@ def phase_scripts(folder: Path) -> list[str]:
         for entry in os.scandir(lifecycle)
         if "." not in entry.name and entry.is_file(follow_symlinks=False)
     ]
-    order = {phase: index for index, phase in enumerate(PHASES)}
+    # The reference examples run `install` before `create` and `prepare` after it.
+    order = {
+        phase: index for index, phase in enumerate(("install", "create", "prepare", *PHASES[1:]))
+    }
     return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
@@ -330,7 +432,7 @@ def validate_folder(
             problems.extend(report.problems)
             manifest = report.manifest
             if manifest is not None:
-                located = _Located(yaml.compose(text, Loader=yaml.SafeLoader))
+                located = _Located(yaml.compose(text, Loader=_ManifestLoader))
     problems.extend(_lifecycle_problems(folder, manifest))
     if manifest is not None and located is not None:
         problems.extend(_manifest_against_folder(folder, manifest, located, asset_exists))
@@ -356,8 +458,10 @@ def _manifest_against_folder(
 ) -> list[Problem]:
     problems: list[Problem] = []
 
-    def add(message: str, loc: tuple[str | int, ...], severity: Severity = "error") -> None:
-        line, column = _position(located.node(loc))
+    def add(
+        message: str, loc: tuple[str | int, ...], severity: Severity = "error", key: bool = False
+    ) -> None:
+        line, column = _position(located.node(loc, key=key))
         problems.append(Problem(severity, MANIFEST_FILE, line, column, message))
 
     scripts = set(phase_scripts(folder))
@@ -368,6 +472,7 @@ def _manifest_against_folder(
                 "override wins — remove one of them",
                 ("phases", phase),
                 "warning",
+                key=True,
             )
     if asset_exists is not None:
         for index, asset in enumerate(manifest.assets):
