@@ -46,8 +46,12 @@ class Location:
 
     @property
     def is_layout(self) -> bool:
-        """Whether this is an area root or one of its five kind folders."""
-        return self.inner == "" or self.inner in KINDS
+        """Whether this is an area root or one of its five kind folders (also via a link)."""
+        return (
+            self.inner in ("", *KINDS)
+            or self.real == self.area_root
+            or (self.real.parent == self.area_root and self.real.name in KINDS)
+        )
 
 
 def ensure_area(*, settings: Settings, area: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,12 +39,16 @@ def _walk(root: Path, area_path: str) -> Iterator[tuple[str, Path, bool]]:
 
 
 def _text_hits(real: Path, needle: str) -> Iterator[tuple[int, str]]:
-    if real.is_symlink():
-        return
     try:
-        if real.stat().st_size > MAX_TEXT_FILE_BYTES:
-            return
-        data = real.read_bytes()
+        info = real.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_TEXT_FILE_BYTES:
+            return  # links, FIFOs (a read would block forever) and large files
+        # O_NOFOLLOW and fstat close the gap if the file is swapped after the lstat.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return
+            data = handle.read(MAX_TEXT_FILE_BYTES + 1)
     except OSError:
         return
     if b"\x00" in data[:8192]:

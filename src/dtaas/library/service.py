@@ -10,9 +10,10 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from dtaas.config import Settings
 from dtaas.errors import (
@@ -126,7 +127,7 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def _children(location: Location) -> Iterator[Entry]:
+def _children(location: Location) -> Iterator[tuple[str, os.stat_result, Path]]:
     with os.scandir(location.real) as scan:
         for item in scan:
             if item.name.startswith(HIDDEN_PREFIX):
@@ -143,7 +144,7 @@ def _children(location: Location) -> Iterator[Entry]:
             except OSError:
                 continue
             if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
-                yield _entry(location=location, name=item.name, info=info, real=real)
+                yield item.name, info, real
 
 
 def _area_entries(*, settings: Settings, actor: Principal) -> list[Entry]:
@@ -186,21 +187,29 @@ def list_folder(
     location = locate(settings=settings, actor=actor, path=path, write=False)
     if not location.real.is_dir():
         raise Conflict(f"{location.path} is a file, not a folder.", loc=["path"])
-    entries = list(_children(location))
-    keys = {
-        SortKey.NAME: lambda e: (e.type != EntryType.FOLDER, e.name.casefold()),
-        SortKey.TYPE: lambda e: (e.type != EntryType.FOLDER, Path(e.name).suffix, e.name),
-        SortKey.SIZE: lambda e: (e.size, e.name.casefold()),
-        SortKey.MTIME: lambda e: (e.mtime, e.name.casefold()),
+    children = list(_children(location))
+
+    def size(info: os.stat_result) -> int:
+        return 0 if stat.S_ISDIR(info.st_mode) else info.st_size
+
+    keys: dict[SortKey, Callable[[tuple[str, os.stat_result, Path]], Any]] = {
+        SortKey.NAME: lambda c: c[0].casefold(),
+        SortKey.TYPE: lambda c: (Path(c[0]).suffix, c[0]),
+        SortKey.SIZE: lambda c: (size(c[1]), c[0].casefold()),
+        SortKey.MTIME: lambda c: (c[1].st_mtime_ns, c[0].casefold()),
     }
-    entries.sort(key=keys[sort], reverse=descending)
+    children.sort(key=keys[sort], reverse=descending)
+    if sort in (SortKey.NAME, SortKey.TYPE):
+        # Folders first in either direction (a stable second sort keeps the order within).
+        children.sort(key=lambda c: not stat.S_ISDIR(c[1].st_mode))
     limit = max(1, min(limit, MAX_LIMIT))
+    # Sort on metadata, then build entries (and read descriptions) for this page only.
+    page = [
+        _entry(location=location, name=name, info=info, real=real)
+        for name, info, real in children[offset : offset + limit]
+    ]
     return Listing(
-        path=location.path,
-        entries=entries[offset : offset + limit],
-        total=len(entries),
-        offset=offset,
-        limit=limit,
+        path=location.path, entries=page, total=len(children), offset=offset, limit=limit
     )
 
 
@@ -412,11 +421,21 @@ def move(
     return _detail(actor=actor, location=dst)
 
 
+def _special_files(folder: str, names: list[str]) -> list[str]:
+    """Names that are neither files, folders nor links (FIFOs, sockets, devices)."""
+    skipped = []
+    for name in names:
+        mode = (Path(folder) / name).lstat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            skipped.append(name)
+    return skipped
+
+
 def _copy(source: Path, target: Path) -> None:
     if source.is_dir():
         # symlinks=True copies links as links: following them could copy what lies
         # outside the source area; a copied link is judged again whenever it is used.
-        shutil.copytree(source, target, symlinks=True)
+        shutil.copytree(source, target, symlinks=True, ignore=_special_files)
     else:
         shutil.copy2(source, target, follow_symlinks=False)
 
