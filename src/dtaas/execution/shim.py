@@ -29,7 +29,10 @@ from typing import Any
 
 import psutil
 
-POLL_SECONDS = 0.1
+# The tree is sampled often at first (short jobs, fast limit hits) and then once a
+# second: hundreds of long jobs must not keep the machine busy just being watched.
+FIRST_POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 1.0
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -128,6 +131,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         )
     reason = "exited"
     peak = 0
+    interval = FIRST_POLL_SECONDS
     while child.poll() is None:
         tree = _descendants(child.pid)
         rss = _tree_rss(tree)
@@ -143,7 +147,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         if reason != "exited":
             _stop_all(child.pid, grace)
             break
-        time.sleep(POLL_SECONDS)
+        try:
+            child.wait(timeout=interval)  # returns at once when the job ends
+        except subprocess.TimeoutExpired:
+            interval = min(MAX_POLL_SECONDS, interval * 1.5)
     returncode = child.wait()
     # The job is its main process: background processes it left behind are stopped,
     # so no job outlives its record.
