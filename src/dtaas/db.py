@@ -86,7 +86,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock up front: a deferred transaction that read, then
+    # writes after another connection committed, fails at once with "database is locked"
+    # (busy_timeout cannot help it). Read-only checks may ask for DEFERRED.
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    connection.exec_driver_sql("BEGIN DEFERRED" if mode == "DEFERRED" else "BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -28,6 +28,7 @@ from dtaas.security import routes as security_routes
 from dtaas.security import service as security
 from dtaas.security.deps import MetricsReader
 from dtaas.twins import routes as twins_routes
+from dtaas.web import instances as web_instances
 from dtaas.web import library as web_library
 from dtaas.web import pages
 from dtaas.web import routes as web_routes
@@ -108,12 +109,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_routes.router)
     app.include_router(web_library.router)
     app.include_router(web_twins.router)
+    app.include_router(web_instances.router)
 
     @app.get("/healthz", tags=["platform"], responses={503: {"model": errors.ErrorResponse}})
     def healthz() -> JSONResponse:
         """Liveness and readiness: answers 200 when the database answers."""
         try:
-            with engine.connect() as connection:
+            with engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
                 connection.execute(text("SELECT 1"))
         except SQLAlchemyError:
             log.exception("health check: database unreachable")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
@@ -159,29 +160,36 @@ async def follow_job(
 ) -> StreamingResponse:
     """Server-Sent Events: ``log`` events with new output, ``state`` events, then ``end``."""
     factory = request.app.state.sessionmaker
+    offsets = {"stdout": 0, "stderr": 0}
+    # One incremental decoder per stream: a UTF-8 character split across two reads must
+    # not turn into two replacement characters.
+    decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in offsets}
 
-    def snapshot() -> tuple[str, bool]:
+    def poll() -> tuple[str, bool, list[tuple[str, str]]]:
+        """The job's state, then the log text written since the last poll."""
         with factory() as session:
             job = service.get_job(session=session, actor=actor, job_id=job_id)
-            return job.state.value, job.state.is_terminal()
+            state, done = job.state.value, job.state.is_terminal()
+            chunks = []
+            for name in offsets:
+                data = service.read_log(
+                    settings=settings, job=job, stream=name, offset=offsets[name]
+                )
+                offsets[name] += len(data)
+                text = decoders[name].decode(data, final=done)
+                if text:
+                    chunks.append((name, text))
+        return state, done, chunks
 
-    await run_in_threadpool(snapshot)  # NotFound before the stream starts
+    first = await run_in_threadpool(poll)  # NotFound before the stream starts
 
     async def events() -> AsyncIterator[str]:
-        offsets = {"stdout": 0, "stderr": 0}
         last_state = None
+        state, done, chunks = first
         while True:
-            state, done = await run_in_threadpool(snapshot)
-            with factory() as session:
-                job = service.get_job(session=session, actor=actor, job_id=job_id)
-                for name in offsets:
-                    data = service.read_log(
-                        settings=settings, job=job, stream=name, offset=offsets[name]
-                    )
-                    if data:
-                        offsets[name] += len(data)
-                        payload = {"stream": name, "text": data.decode("utf-8", "replace")}
-                        yield f"event: log\ndata: {json.dumps(payload)}\n\n"
+            for name, text in chunks:
+                payload = {"stream": name, "text": text}
+                yield f"event: log\ndata: {json.dumps(payload)}\n\n"
             if state != last_state:
                 last_state = state
                 yield f"event: state\ndata: {json.dumps({'state': state})}\n\n"
@@ -191,6 +199,7 @@ async def follow_job(
             if await request.is_disconnected():
                 return
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
+            state, done, chunks = await run_in_threadpool(poll)
 
     return StreamingResponse(
         events(),

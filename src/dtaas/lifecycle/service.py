@@ -382,8 +382,11 @@ def cancel_job(*, session: Session, actor: Principal, job_id: int) -> Job:
     if job.state.is_terminal() or job.state == JobState.CANCELLING:
         raise Conflict(f"Job {job.id} is already {job.state.value}; nothing to cancel.")
     _request_cancel(job)
-    if job.state == JobState.CANCELLED:
-        job.instance.state = InstanceState.READY
+    others = [j for j in _active_jobs(session, job.instance) if j.id != job.id]
+    if job.state == JobState.CANCELLED and not others:
+        instance = job.instance
+        terminating = instance.state == InstanceState.TERMINATING
+        instance.state = InstanceState.TERMINATED if terminating else InstanceState.READY
     session.commit()
     log.info("job cancel requested job_id=%s actor=%s", job.id, actor.username)
     return job

@@ -36,6 +36,7 @@ NAVIGATION: tuple[NavItem, ...] = (
     NavItem("Home", "/", Permission.READ),
     NavItem("Library", "/library", Permission.READ),
     NavItem("Digital Twins", "/twins", Permission.READ),
+    NavItem("Instances", "/instances", Permission.READ),
     NavItem("Users", "/admin/users", Permission.MANAGE_USERS),
     NavItem("Account", "/account", Permission.READ),
 )
