@@ -278,7 +278,9 @@ def test_copying_a_dt_works_and_a_taken_name_is_an_inline_error(page: Page, serv
     form.get_by_label("a copy of a DT").check()
     form.get_by_label("Copy of", exact=True).select_option(HELLO_WORLD)
     form.get_by_role("button", name="Create").click()
-    expect(page.locator("#new-twin-form-error")).to_have_text(f"{path} already exists; choose another name.")
+    expect(page.locator("#new-twin-form-error")).to_have_text(
+        f"{path} already exists; choose another name."
+    )
     expect(page).to_have_url(f"{server.url}/twins")
 
     form.get_by_label("a template").check()
