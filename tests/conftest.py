@@ -121,3 +121,13 @@ def viewer(session: Session, settings: Settings):
 @pytest.fixture
 def admin_principal(admin):
     return make_principal(admin)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of known, not yet fixed bugs (see tests/known_bugs.py)."""
+    from tests.known_bugs import KNOWN_BUGS
+
+    for item in items:
+        reason = KNOWN_BUGS.get(item.nodeid)
+        if reason is not None:
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))

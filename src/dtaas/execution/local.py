@@ -12,7 +12,6 @@ secrets, no other process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -78,6 +77,8 @@ class LocalExecutor(Executor):
         """``sandbox``: "bwrap" (required), "none", or "auto" (bwrap when available)."""
         self.work_dir = work_dir
         self.grace_seconds = grace_seconds
+        # Shims this process started, kept so they are reaped (and not warned about).
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
         self.bwrap = bubblewrap_path() if sandbox in ("auto", "bwrap") else None
         if sandbox == "bwrap" and self.bwrap is None:
             raise RuntimeError("DTAAS_SANDBOX=bwrap but bubblewrap (bwrap) is not installed")
@@ -158,6 +159,7 @@ class LocalExecutor(Executor):
                 start_new_session=True,
                 close_fds=True,
             )
+        self._children[shim.pid] = shim
         log.info("job started job_id=%s pid=%s sandbox=%s", spec.job_id, shim.pid, bool(self.bwrap))
         return {
             "pid": shim.pid,
@@ -204,8 +206,9 @@ class LocalExecutor(Executor):
 
     def _reap(self, handle: dict[str, Any]) -> None:
         # The shim is our child only if this process started it; reap it then.
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(int(handle["pid"]), os.WNOHANG)
+        child = self._children.get(int(handle["pid"]))
+        if child is not None and child.poll() is not None:
+            del self._children[child.pid]
 
     def stop(self, handle: dict[str, Any], *, grace: float) -> None:
         """SIGTERM to the shim, which stops the job's tree (SIGKILL after its grace)."""
