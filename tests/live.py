@@ -2,7 +2,8 @@
 
 The server runs the real app (no dependency overrides) in a background thread against its
 own SQLite file, so whatever a test does through the network is committed and seen by the
-next request, exactly as in production.
+next request, exactly as in production. Its supervisor runs jobs for real; when the block
+ends, jobs still active are cancelled and no job process may outlive the test.
 """
 
 from __future__ import annotations
@@ -19,19 +20,26 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dtaas import db
 from dtaas.api.app import create_app, prepare
 from dtaas.client import Client, Credentials
 from dtaas.config import Settings
+from dtaas.lifecycle import service as lifecycle
+from dtaas.lifecycle.models import Job, JobState
 from dtaas.security import service as security
-from dtaas.security.models import Role
+from dtaas.security.models import Role, User
+from tests.execution.processes import assert_no_processes_of, wait_until
 from tests.factories import PASSWORD, make_principal
 
 ADMIN = "root"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
+# Long enough for a job to end after SIGTERM plus its grace, and for the supervisor to see it.
+JOBS_STOP_TIMEOUT = 30.0
+ACTIVE = lifecycle.ACTIVE
 # Proxies from the environment would send loopback requests elsewhere.
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
@@ -63,6 +71,20 @@ class LiveServer:
         """Where the libraries are stored: ``<files_dir>/<username>/...`` and ``common/...``."""
         return self.settings.resolved_files_dir
 
+    def add_twin(
+        self,
+        path: str,
+        *,
+        scripts: dict[str, str],
+        manifest: str | None = None,
+        files: dict[str, str] | None = None,
+    ) -> str:
+        """Write a DT folder straight into a library: executable ``lifecycle/`` scripts,
+        an optional ``dt.yaml`` and other files; returns ``path``."""
+        folder = self.files_dir / path
+        write_twin_folder(folder, scripts=scripts, manifest=manifest, files=files)
+        return path
+
     def client_for(self, username: str) -> Client:
         """A client acting as ``username`` with a fresh token; close it (``with``) when done."""
         return Client(self.url, token=self.token_for(username))
@@ -89,6 +111,29 @@ class LiveServer:
             )
 
 
+def write_twin_folder(
+    folder: Path,
+    *,
+    scripts: dict[str, str],
+    manifest: str | None = None,
+    files: dict[str, str] | None = None,
+) -> Path:
+    """Write a DT folder anywhere: ``lifecycle/<phase>`` scripts (mode 0755), ``dt.yaml``
+    when given, and other files by their path inside the folder."""
+    (folder / "lifecycle").mkdir(parents=True, exist_ok=True)
+    for phase, body in scripts.items():
+        script = folder / "lifecycle" / phase
+        script.write_text(body)
+        script.chmod(0o755)
+    if manifest is not None:
+        (folder / "dt.yaml").write_text(manifest)
+    for name, content in (files or {}).items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    return folder
+
+
 def live_settings(data_dir: Path) -> Settings:
     """Settings for a throw-away site in ``data_dir``: SQLite, loopback, no demo users."""
     return Settings(
@@ -97,6 +142,8 @@ def live_settings(data_dir: Path) -> Settings:
         secret_key="test-secret-key-not-for-production",
         demo=False,
         log_level="WARNING",
+        supervisor=True,  # queued jobs run, as in production (tests/conftest.py turns it off)
+        job_stop_grace_seconds=1.0,  # a job that ignores SIGTERM is killed after a second
     )
 
 
@@ -171,12 +218,41 @@ def run_live_server(data_dir: Path) -> Iterator[LiveServer]:
                     url=f"http://127.0.0.1:{port}", settings=settings, sessions=sessions
                 )
             finally:
-                server.should_exit = True
-                thread.join(STOP_TIMEOUT)
+                try:
+                    _stop_jobs(sessions)
+                finally:
+                    server.should_exit = True
+                    thread.join(STOP_TIMEOUT)
                 assert not thread.is_alive(), "the live server did not stop"
     finally:
         sock.close()
         engine.dispose()
+        assert_no_processes_of(settings.data_dir.resolve())
+
+
+def _active_jobs(sessions: sessionmaker[Session]) -> list[Job]:
+    with sessions() as session:
+        return list(session.scalars(select(Job).where(Job.state.in_(ACTIVE))))
+
+
+def _stop_jobs(sessions: sessionmaker[Session]) -> None:
+    """Cancel the jobs still active and wait until the supervisor has recorded their end.
+
+    A stopping platform leaves its jobs running (the next start re-attaches them); a test
+    must leave nothing behind.
+    """
+    with sessions() as session:
+        for job in session.scalars(select(Job).where(Job.state.in_(ACTIVE))).all():
+            if job.state == JobState.CANCELLING:
+                continue
+            owner = session.get(User, job.owner_id)
+            assert owner is not None
+            lifecycle.cancel_job(session=session, actor=make_principal(owner), job_id=job.id)
+    wait_until(
+        lambda: not _active_jobs(sessions),
+        timeout=JOBS_STOP_TIMEOUT,
+        message="every job of the live server ending",
+    )
 
 
 def _wait_until_started(server: uvicorn.Server, thread: threading.Thread) -> None:

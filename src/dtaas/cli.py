@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
+import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Collection, Iterator
+from contextlib import closing, contextmanager, suppress
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 import uvicorn
+from pydantic import JsonValue
 from rich.console import Console
 from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    SpinnerColumn,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -27,12 +34,24 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from dtaas.client import EXAMPLE_URL, Client, Credentials, ProgressCallback, credentials_path
+from dtaas.client import (
+    EXAMPLE_URL,
+    Client,
+    Credentials,
+    LogStream,
+    ProgressCallback,
+    credentials_path,
+)
 from dtaas.config import Settings, get_settings
 from dtaas.errors import BackendUnavailable, DtaasError, InvalidInput, NotAuthenticated
+from dtaas.library.access import COMMON
 from dtaas.library.schemas import Entry, EntryType, SortKey
+from dtaas.lifecycle.models import InstanceState, JobState
+from dtaas.lifecycle.schemas import JobRead
 from dtaas.logs import configure_logging
 from dtaas.security.models import Role
+from dtaas.twins.schemas import ProblemRead
+from dtaas.twins.validate import Problem, validate_folder
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +115,20 @@ asset_app = typer.Typer(
     help="Browse and transfer library files: <username>/... and common/...",
     no_args_is_help=True,
 )
+twin_app = typer.Typer(
+    help="Find, create and check digital twins: <library>/digital_twins/<name>.",
+    no_args_is_help=True,
+)
+instance_app = typer.Typer(
+    help="Instances of DTs: run their phases, follow their jobs, stop and remove them.",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(asset_app, name="asset")
+app.add_typer(twin_app, name="twin")
+app.add_typer(instance_app, name="instance")
 
 
 def _when(value: datetime | None) -> str:
@@ -588,6 +617,519 @@ def asset_search(
             f"The search stopped early ({len(result.hits)} results shown); "
             "narrow it with --path or raise --limit."
         )
+
+
+# --- digital twins ----------------------------------------------------------------------
+
+LIBRARY_TWIN = re.compile(r"[^/]+/digital_twins/[^/]+/?")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _problem_counts(errors: int, warnings: int) -> str:
+    if not errors and not warnings:
+        return "no problems found"
+    return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
+
+
+def _by_position(problem: Problem) -> tuple[str, int, int]:
+    return problem.file, problem.line or 0, problem.column or 0
+
+
+def _from_server(problem: ProblemRead, *, under: str = "") -> Problem:
+    """A problem the server found; ``under`` prefixes its file (relative to the DT)."""
+    file = f"{under}/{problem.file}" if under else problem.file
+    return Problem(problem.severity, file, problem.line, problem.column, problem.message)
+
+
+def _shown_from_here(folder: Path) -> str:
+    """``folder`` as a path from the current directory, for `file:line:col` prefixes."""
+    try:
+        return os.path.relpath(folder)
+    except ValueError:  # another drive (Windows): keep it absolute
+        return str(folder)
+
+
+def _library_assets(folder: Path) -> Callable[[str], bool | None] | None:
+    """Checks a DT's asset references on disk when the DT sits in a library layout,
+    ``<library>/digital_twins/<dt>`` beside ``common/``; None anywhere else."""
+    kinds = folder.parent
+    library = kinds.parent
+    common = library.parent / COMMON
+    if kinds.name != "digital_twins" or not common.is_dir():
+        return None
+
+    def exists(reference: str) -> bool | None:
+        parts = reference.strip("/").split("/")
+        if parts[0] == COMMON:
+            return common.joinpath(*parts[1:]).exists()
+        if library.name == COMMON:
+            return None  # relative to the library of whoever runs the DT
+        return library.joinpath(*parts).exists()
+
+    return exists
+
+
+def _validate_offline(folder: Path) -> tuple[list[Problem], str]:
+    """Problems of a local DT folder, with paths from the current directory."""
+    checker = _library_assets(folder.resolve())
+    report = validate_folder(folder, asset_exists=checker or (lambda _reference: None))
+    shown = _shown_from_here(folder)
+    if checker is None and report.manifest is not None and report.manifest.assets:
+        err.print(
+            f"note: {shown} is not in a library (<user>/digital_twins/<dt> beside common/), "
+            "so its assets were not checked."
+        )
+    prefix = "" if shown == "." else f"{shown.rstrip('/')}/"
+    problems = [replace(p, file=prefix + p.file) for p in report.problems]
+    return problems, shown
+
+
+@twin_app.command("ls")
+def twin_ls() -> None:
+    """List the DTs you can run: your own, then common's."""
+    with Client.from_credentials() as client:
+        twins = client.list_twins()
+    table = Table("path", "name", "phases", "valid", "errors", "warnings")
+    for twin in twins:
+        table.add_row(
+            twin.path,
+            twin.name,
+            ", ".join(twin.phases) or "-",
+            "yes" if twin.valid else "no",
+            str(twin.errors),
+            str(twin.warnings),
+        )
+    _print_table(table)
+
+
+@twin_app.command("show")
+def twin_show(
+    path: Annotated[str, typer.Argument(help="A DT, e.g. common/digital_twins/hello-world.")],
+) -> None:
+    """Show a DT: description, phases, parameters and problems."""
+    with Client.from_credentials() as client:
+        twin = client.get_twin(path=path)
+    out.print(f"{twin.path}  ({twin.name})")
+    if twin.description:
+        out.print(twin.description.strip())
+    out.print(f"phases: {', '.join(twin.phases) or '-'}")
+    out.print(f"executor: {twin.executor or 'local'}")
+    for label, items in (("assets", twin.assets), ("services", twin.services)):
+        if items:
+            out.print(f"{label}: {', '.join(items)}")
+    if twin.parameters:
+        out.print("parameters:")
+        table = Table("name", "type", "default", "required", "help")
+        for parameter in twin.parameters:
+            table.add_row(
+                parameter.name,
+                parameter.type,
+                "-" if parameter.default is None else json.dumps(parameter.default),
+                "yes" if parameter.required else "no",
+                parameter.help,
+            )
+        _print_table(table)
+    out.print(f"problems: {_problem_counts(twin.errors, twin.warnings)}")
+    for problem in sorted(map(_from_server, twin.problems), key=_by_position):
+        out.print(f"  {problem.format()}")
+
+
+@twin_app.command("templates")
+def twin_templates() -> None:
+    """List the templates `dtaas twin new --template` can start from."""
+    with Client.from_credentials() as client:
+        templates = client.list_templates()
+    for template in templates:
+        out.print(f"{template.name}: {template.description.strip().splitlines()[0]}")
+
+
+@twin_app.command("new")
+def twin_new(
+    name: Annotated[str, typer.Argument(help="Lowercase letters, digits, - and _.")],
+    template: Annotated[
+        str | None, typer.Option(help="A template; see `dtaas twin templates`.")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--from", metavar="PATH", help="A DT to copy, e.g. common/digital_twins/x."),
+    ] = None,
+) -> None:
+    """Create <you>/digital_twins/NAME from a template or as a copy of another DT."""
+    if (template is None) == (source is None):
+        _fail("Give either --template NAME or --from PATH.")
+    with Client.from_credentials() as client:
+        twin = client.create_twin(name=name, template=template, source=source)
+    origin = f"template {template}" if template is not None else source
+    out.print(f"Created {twin.path} from {origin}.")
+
+
+@twin_app.command("validate")
+def twin_validate(
+    path: Annotated[
+        str,
+        typer.Argument(help="A DT folder on this machine, or a DT in the library on the server."),
+    ],
+) -> None:
+    """Check a DT and print each problem as file:line:col: severity: message.
+
+    A folder on this machine is checked here, without a server or credentials; any
+    other path is a library path (<library>/digital_twins/<name>) checked by the server.
+    Exits with 1 when there are errors, so CI pipelines can run it.
+    """
+    local = Path(path)
+    if local.is_dir():
+        problems, shown = _validate_offline(local)
+    elif local.exists():
+        _fail(f"{path} is a file; give the DT's folder.")
+    elif LIBRARY_TWIN.fullmatch(path):
+        with Client.from_credentials() as client:
+            result = client.validate_twin(path=path)
+        shown = result.path
+        problems = [_from_server(p, under=shown) for p in [*result.errors, *result.warnings]]
+    else:
+        _fail(
+            f"There is no folder {path} here, and it is not a library path "
+            "<library>/digital_twins/<name> either."
+        )
+    problems.sort(key=_by_position)
+    for problem in problems:
+        out.print(problem.format())
+    errors = sum(problem.severity == "error" for problem in problems)
+    out.print(f"{shown}: {_problem_counts(errors, len(problems) - errors)}")
+    if errors:
+        raise typer.Exit(1)
+
+
+@twin_app.command("plan")
+def twin_plan(
+    path: Annotated[str, typer.Argument(help="A DT in the library.")],
+    executor: Annotated[
+        str | None, typer.Option(help="Check against this executor: local or ray.")
+    ] = None,
+) -> None:
+    """A dry run: is the DT valid, are its assets there, do its services answer?
+
+    Exits with 1 unless every check passes.
+    """
+    if executor not in (None, "local", "ray"):
+        _fail(f"There is no executor {executor!r}; use local or ray.")
+    with Client.from_credentials() as client:
+        plan = client.plan_twin(path=path, executor=executor)
+    for check in plan.checks:
+        out.print(f"{'ok' if check.ok else 'FAIL':<4}  {check.check}: {check.message}")
+    state = "ready" if plan.ready else "not ready"
+    out.print(f"{plan.path} is {state} to run on {plan.executor}: {', '.join(plan.phases)}.")
+    if not plan.ready:
+        raise typer.Exit(1)
+
+
+# --- running DTs: instances and jobs ----------------------------------------------------
+
+
+def _reject_constant(constant: str) -> NoReturn:
+    raise ValueError(constant)
+
+
+def _param(raw: str) -> tuple[str, JsonValue]:
+    """``NAME=VALUE`` of --param: the value as JSON when it is (``3``, ``true``, ``"x"``),
+    else as text."""
+    name, equals, text = raw.partition("=")
+    if not equals or not name.strip():
+        raise typer.BadParameter(f"{raw!r} is not NAME=VALUE, e.g. speed=2.5", param_hint="--param")
+    value: JsonValue
+    try:
+        # NaN, Infinity and 1e999 are no JSON values: the server would refuse them.
+        value = json.loads(text, parse_constant=_reject_constant)
+        if isinstance(value, float) and not math.isfinite(value):
+            value = text
+    except ValueError:
+        value = text
+    return name.strip(), value
+
+
+def _write_output(stream: str, text: str) -> None:
+    # sys.stdout and sys.stderr are looked up now: the spinner swaps in its own.
+    target = sys.stdout if stream == "stdout" else sys.stderr
+    target.write(text)
+    target.flush()
+
+
+class _Lines:
+    """A job's output, passed on by whole lines, so its stdout and stderr interleave line
+    by line and the spinner redraws between lines, never inside one."""
+
+    def __init__(self) -> None:
+        self.pending = {"stdout": "", "stderr": ""}
+
+    def write(self, stream: str, text: str) -> None:
+        complete, newline, rest = (self.pending[stream] + text).rpartition("\n")
+        self.pending[stream] = rest
+        if newline:
+            _write_output(stream, complete + newline)
+
+    def flush(self) -> None:
+        for stream, text in self.pending.items():
+            if text:
+                _write_output(stream, text)
+        self.pending = {"stdout": "", "stderr": ""}
+
+
+def _job_status(job: JobRead, state: JobState) -> str:
+    return f"job {job.id} ({job.phase}): {state.value}"
+
+
+def _follow(
+    client: Client, job: JobRead, *, streams: Collection[str] = ("stdout", "stderr")
+) -> JobRead:
+    """Pass a job's output on as it comes until the job ends, and return the ended job.
+
+    stdout lines go to stdout and stderr lines to stderr; on a terminal, a spinner on
+    stderr shows the job's state and time. Ctrl-C asks the job to stop and exits with 130.
+    """
+    lines = _Lines()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+        # Job lines for stdout go there; through the spinner only if it shares the terminal.
+        redirect_stdout=out.is_terminal,
+    )
+    try:
+        with progress, closing(client.follow_job(job_id=job.id)) as events:
+            task = progress.add_task(_job_status(job, job.state))
+            for event in events:
+                if event.kind == "log" and event.stream is not None and event.stream in streams:
+                    lines.write(event.stream, event.text)
+                elif event.kind == "state" and event.state is not None:
+                    progress.update(task, description=_job_status(job, event.state))
+    except KeyboardInterrupt:
+        lines.flush()
+        err.print(f"Interrupted; asking job {job.id} to stop.")
+        with suppress(DtaasError):
+            client.cancel_job(job_id=job.id)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    lines.flush()
+    return client.get_job(job_id=job.id)
+
+
+def _exit_with(job: JobRead) -> None:
+    """Report how a followed job ended, on stderr; exit with its status unless it succeeded.
+
+    A job that failed with an exit status passes it on; one that failed without (killed,
+    over a limit) or was cancelled exits with 1.
+    """
+    err.print(f"Job {job.id} ({job.phase}) {job.state.value}: {job.reason or 'no reason given'}.")
+    if job.state == JobState.SUCCEEDED:
+        return
+    code = job.exit_code
+    raise typer.Exit(code if code is not None and 0 < code < 256 else 1)
+
+
+@app.command("run")
+def run_twin(
+    twin: Annotated[
+        str, typer.Argument(metavar="DT", help="A DT, e.g. common/digital_twins/hello-world.")
+    ],
+    config: Annotated[
+        str | None,
+        typer.Option("--config", metavar="NAME", help="One of your saved configurations."),
+    ] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="NAME=VALUE",
+            help='A parameter value, repeatable; JSON (3, true, "x") or else text.',
+        ),
+    ] = None,
+    phase: Annotated[str, typer.Option(help="The phase to run.")] = "execute",
+    name: Annotated[
+        str | None, typer.Option(help="Name of the instance (default: the DT's).")
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow/--no-follow", "-f", help="Stream the job's output; exit with its status."
+        ),
+    ] = False,
+) -> None:
+    """Deploy a DT as a new instance and run one of its phases.
+
+    With --follow, the job's stdout and stderr are passed on as they come, and the
+    command exits with the job's exit status (1 if it failed without one, 130 after
+    Ctrl-C, which asks the job to stop).
+    """
+    values = dict(_param(raw) for raw in params or [])
+    with Client.from_credentials() as client:
+        handle = client.run(
+            twin_path=twin, values=values, configuration=config, phase=phase, name=name
+        )
+        where = f"instance {handle.instance_id} ({handle.instance.name})"
+        if not follow:
+            out.print(f"Created {where}; job {handle.job_id} is queued to run {phase}.")
+            out.print(f"Follow it with: dtaas instance logs {handle.job_id} --follow")
+            return
+        # On stderr: stdout carries the job's own output only.
+        err.print(f"Created {where}; job {handle.job_id} runs {phase}.")
+        job = _follow(client, handle.job)
+    _exit_with(job)
+
+
+@instance_app.command("ls")
+def instance_ls() -> None:
+    """List your instances, newest first."""
+    with Client.from_credentials() as client:
+        instances = client.list_instances()
+    table = Table("id", "name", "dt", "state", "configuration", "created")
+    for instance in instances:
+        table.add_row(
+            str(instance.id),
+            instance.name,
+            instance.twin_path,
+            instance.state.value,
+            instance.configuration_name or "-",
+            _when(instance.created_at),
+        )
+    _print_table(table)
+
+
+@instance_app.command("show")
+def instance_show(instance_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Show an instance: its DT, state, parameter values and jobs."""
+    with Client.from_credentials() as client:
+        instance = client.get_instance(instance_id=instance_id)
+    out.print(f"instance {instance.id}: {instance.name}")
+    out.print(f"dt: {instance.twin_path}")
+    out.print(f"state: {instance.state.value}")
+    out.print(f"phases: {', '.join(instance.phases) or '-'}")
+    out.print(f"executor: {instance.executor}")
+    out.print(f"configuration: {instance.configuration_name or '-'}")
+    out.print(f"values: {json.dumps(instance.values, sort_keys=True)}")
+    out.print(f"created: {_when(instance.created_at)}")
+    if not instance.jobs:
+        out.print("jobs: none yet")
+        return
+    table = Table("job", "phase", "state", "exit", "started", "ended", "reason")
+    for job in instance.jobs:
+        table.add_row(
+            str(job.id),
+            job.phase,
+            job.state.value,
+            "-" if job.exit_code is None else str(job.exit_code),
+            _when(job.started_at),
+            _when(job.ended_at),
+            job.reason or "-",
+        )
+    _print_table(table)
+
+
+@instance_app.command("logs")
+def instance_logs(
+    job_or_instance: Annotated[
+        int,
+        typer.Argument(
+            metavar="JOB_OR_INSTANCE",
+            help="A job id; with --instance, an instance id (its latest job).",
+        ),
+    ],
+    instance: Annotated[
+        bool, typer.Option("--instance", "-i", help="Show the latest job of this instance.")
+    ] = False,
+    stderr: Annotated[
+        bool, typer.Option("--stderr", help="The job's stderr instead of its stdout.")
+    ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Stream stdout and stderr until the job ends; exit with its status.",
+        ),
+    ] = False,
+) -> None:
+    """Print a job's output; with --follow, as it comes until the job ends."""
+    with Client.from_credentials() as client:
+        if instance:
+            jobs = client.get_instance(instance_id=job_or_instance).jobs
+            if not jobs:
+                _fail(f"Instance {job_or_instance} has run no phase yet.")
+            job = jobs[-1]
+        else:
+            job = client.get_job(job_id=job_or_instance)
+        if not follow:
+            _write_output("stdout", client.job_logs(job_id=job.id, stream=_stream(stderr)))
+            return
+        ended = _follow(client, job, streams=(_stream(stderr),) if stderr else ("stdout", "stderr"))
+    _exit_with(ended)
+
+
+def _stream(stderr: bool) -> LogStream:
+    return "stderr" if stderr else "stdout"
+
+
+@instance_app.command("phase")
+def instance_phase(
+    instance_id: Annotated[int, typer.Argument(metavar="ID")],
+    phase: Annotated[str, typer.Argument(help="e.g. create, execute, analyze.")],
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow/--no-follow", "-f", help="Stream the job's output; exit with its status."
+        ),
+    ] = False,
+) -> None:
+    """Run a lifecycle phase of an instance."""
+    with Client.from_credentials() as client:
+        job = client.run_phase(instance_id=instance_id, phase=phase)
+        if not follow:
+            out.print(f"Job {job.id} is queued to run {phase} on instance {instance_id}.")
+            return
+        err.print(f"Job {job.id} runs {phase} on instance {instance_id}.")
+        ended = _follow(client, job)
+    _exit_with(ended)
+
+
+@instance_app.command("terminate")
+def instance_terminate(instance_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Stop an instance's running phase, then run its terminate script if it has one."""
+    with Client.from_credentials() as client:
+        instance = client.terminate(instance_id=instance_id)
+    if instance.state == InstanceState.TERMINATED:
+        out.print(f"Instance {instance.id} terminated.")
+    else:
+        out.print(
+            f"Instance {instance.id} is {instance.state.value}; "
+            f"see `dtaas instance show {instance.id}`."
+        )
+
+
+@instance_app.command("clean")
+def instance_clean(instance_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Run an instance's clean script if it has one, then remove its working copy."""
+    with Client.from_credentials() as client:
+        instance = client.clean(instance_id=instance_id)
+    if instance.state == InstanceState.CLEANED:
+        out.print(f"Instance {instance.id} cleaned; its working copy was removed.")
+    else:
+        out.print(
+            f"Instance {instance.id} is cleaning up: its clean script runs, then its working "
+            "copy is removed."
+        )
+
+
+@instance_app.command("rm")
+def instance_rm(instance_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Delete an instance with its jobs and logs."""
+    with Client.from_credentials() as client:
+        client.delete_instance(instance_id=instance_id)
+    out.print(f"Instance {instance_id} deleted.")
 
 
 def main() -> None:

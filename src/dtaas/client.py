@@ -20,6 +20,14 @@ Local files that cannot be read or written raise the usual :class:`OSError`.
 Transfers stream: uploads are read from disk and downloads written to disk chunk by
 chunk, so a file of any size takes a few MiB of memory. Their ``progress`` callback is
 called after every chunk with the bytes done so far and the total (``None`` if unknown).
+
+Running a digital twin::
+
+    with Client.from_credentials() as client:
+        handle = client.run(twin_path="alice/digital_twins/tank", values={"setpoint_c": 45})
+        job = handle.wait()
+        print(job.state, job.exit_code)
+        print(handle.logs())
 """
 
 from __future__ import annotations
@@ -29,8 +37,9 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +47,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
 from dtaas.errors import (
     ERROR_TYPES,
@@ -46,6 +55,7 @@ from dtaas.errors import (
     DtaasError,
     InvalidInput,
     NotAuthenticated,
+    NotFound,
     TooManyRequests,
 )
 from dtaas.library.schemas import (
@@ -56,18 +66,40 @@ from dtaas.library.schemas import (
     SortKey,
     Uploaded,
 )
+from dtaas.lifecycle.models import JobState
+from dtaas.lifecycle.schemas import InstanceDetail, InstanceRead, JobRead
 from dtaas.security.models import Role
 from dtaas.security.schemas import Me, TokenCreated, TokenRead, UserRead
+from dtaas.twins.schemas import (
+    ConfigurationRead,
+    PlanRead,
+    TemplateRead,
+    TwinDetail,
+    TwinSummary,
+    ValidationRead,
+)
 
-__all__ = ["Client", "Credentials", "ProgressCallback", "credentials_path"]
+__all__ = [
+    "Client",
+    "Credentials",
+    "InstanceHandle",
+    "JobEvent",
+    "ProgressCallback",
+    "credentials_path",
+]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 EXAMPLE_URL = "http://127.0.0.1:8000"
 LIBRARY = "/api/v1/library"
+TWINS = "/api/v1/twins"
 # Bytes read from disk or the network at a time: large enough to keep the link busy,
 # small enough that a transfer's memory does not grow with the file.
 CHUNK = 256 * 1024
 ProgressCallback = Callable[[int, int | None], None]
+LogStream = Literal["stdout", "stderr"]
+# Seconds between state checks while waiting for a job: quick for short jobs, then calmer.
+WAIT_FIRST_POLL = 0.1
+WAIT_LAST_POLL = 1.0
 
 
 def credentials_path() -> Path:
@@ -160,10 +192,12 @@ def _describe(item: dict[str, Any]) -> str:
 def _raise_for(response: httpx.Response) -> None:
     if response.is_success:
         return
+    problems: list[tuple[str, list[str | int]]] = []
     try:
         items = response.json()["detail"]
         first = items[0]
-        message = "; ".join(_describe(item) for item in items)
+        problems = [(_describe(item), list(item.get("loc") or [])) for item in items]
+        message = "; ".join(text for text, _ in problems)
         error_class = ERROR_TYPES.get(str(first.get("type")))
         loc = first.get("loc") or None
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -178,6 +212,9 @@ def _raise_for(response: httpx.Response) -> None:
     if issubclass(error_class, TooManyRequests):
         retry = response.headers.get("retry-after", "1")
         raise TooManyRequests(message, retry_after=int(retry) if retry.isdigit() else 1, loc=loc)
+    if issubclass(error_class, InvalidInput) and len(problems) > 1:
+        # One (message, loc) per field, as the server's InvalidInput carried them.
+        raise error_class(message, loc=loc, problems=problems)
     raise error_class(message, loc=loc)
 
 
@@ -211,6 +248,7 @@ class Client:
             )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -616,6 +654,314 @@ class Client:
             params["path"] = path
         return self._model(SearchResult, "GET", f"{LIBRARY}/search", params=params)
 
+    # --- digital twins -------------------------------------------------------------------
+
+    def list_twins(self) -> list[TwinSummary]:
+        """Every DT you can see, with its validity: your own first, then common's."""
+        return self._models(TwinSummary, "GET", TWINS)
+
+    def get_twin(self, *, path: str) -> TwinDetail:
+        """A DT: description, files, phases, parameters and every validation problem.
+
+        Raises: BadRequest for a malformed path; PermissionDenied; NotFound unless ``path``
+        is a DT folder, ``<library>/digital_twins/<name>``.
+        """
+        return self._model(TwinDetail, "GET", f"{TWINS}/detail", params={"path": path})
+
+    def validate_twin(self, *, path: str) -> ValidationRead:
+        """Every error and warning of a DT on the server, with file, line and column.
+
+        Raises: BadRequest; PermissionDenied; NotFound.
+        """
+        return self._model(ValidationRead, "GET", f"{TWINS}/validation", params={"path": path})
+
+    def plan_twin(self, *, path: str, executor: str | None = None) -> PlanRead:
+        """A dry run before any compute starts: validity, assets, services and resources.
+
+        ``executor`` ("local" or "ray") checks against that executor instead of the DT's
+        own choice.
+
+        Raises: BadRequest; InvalidInput for another executor; PermissionDenied for
+        viewers; NotFound.
+        """
+        params = {"path": path}
+        if executor is not None:
+            params["executor"] = executor
+        return self._model(PlanRead, "GET", f"{TWINS}/plan", params=params)
+
+    def list_templates(self) -> list[TemplateRead]:
+        """The built-in templates a new DT can start from."""
+        return self._models(TemplateRead, "GET", f"{TWINS}/templates")
+
+    def create_twin(
+        self, *, name: str, template: str | None = None, source: str | None = None
+    ) -> TwinDetail:
+        """Create ``<you>/digital_twins/<name>`` from a built-in template or a copy of a DT.
+
+        Give exactly one of ``template`` (see :meth:`list_templates`) and ``source`` (the
+        library path of a DT to copy).
+
+        Raises: InvalidInput for a bad name, or unless exactly one of template and source
+        is given; PermissionDenied for viewers; NotFound for an unknown template or
+        source; Conflict if the name is taken.
+        """
+        body: dict[str, str] = {"name": name}
+        if template is not None:
+            body["template"] = template
+        if source is not None:
+            body["source"] = source
+        return self._model(TwinDetail, "POST", TWINS, json=body)
+
+    def list_configurations(self, *, path: str) -> list[ConfigurationRead]:
+        """Your saved configurations (named parameter values) of a DT, by name.
+
+        Raises: BadRequest; PermissionDenied; NotFound.
+        """
+        return self._models(
+            ConfigurationRead, "GET", f"{TWINS}/configurations", params={"path": path}
+        )
+
+    def save_configuration(
+        self, *, path: str, name: str, values: Mapping[str, JsonValue]
+    ) -> ConfigurationRead:
+        """Check parameter values against the DT's manifest and save them under a name.
+
+        Raises: InvalidInput with one problem per bad value; PermissionDenied for viewers;
+        NotFound; Conflict if you already have a configuration of that name for the DT.
+        """
+        return self._model(
+            ConfigurationRead,
+            "POST",
+            f"{TWINS}/configurations",
+            params={"path": path},
+            json={"name": name, "values": dict(values)},
+        )
+
+    # --- instances and jobs ----------------------------------------------------------------
+
+    def create_instance(
+        self,
+        *,
+        twin_path: str,
+        values: Mapping[str, JsonValue] | None = None,
+        configuration_id: int | None = None,
+        name: str | None = None,
+    ) -> InstanceRead:
+        """Deploy a DT: a working copy with parameter values, ready to run its phases.
+
+        ``values`` override those of the configuration ``configuration_id``; the
+        manifest's defaults fill the rest.
+
+        Raises: InvalidInput with one problem per bad value, or for a configuration of
+        another DT; PermissionDenied for viewers; NotFound; Conflict if the DT has errors.
+        """
+        body: dict[str, JsonValue] = {"twin_path": twin_path, "values": dict(values or {})}
+        if configuration_id is not None:
+            body["configuration_id"] = configuration_id
+        if name is not None:
+            body["name"] = name
+        return self._model(InstanceRead, "POST", "/api/v1/instances", json=body)
+
+    def list_instances(self) -> list[InstanceRead]:
+        """Your instances, newest first."""
+        return self._models(InstanceRead, "GET", "/api/v1/instances")
+
+    def get_instance(self, *, instance_id: int) -> InstanceDetail:
+        """An instance with its jobs, oldest first.
+
+        Raises: NotFound (also for another user's instance).
+        """
+        return self._model(InstanceDetail, "GET", f"/api/v1/instances/{instance_id}")
+
+    def run_phase(self, *, instance_id: int, phase: str) -> JobRead:
+        """Queue a lifecycle phase (create, execute, analyze, ...) of an instance.
+
+        Raises: InvalidInput for a phase the DT does not have; PermissionDenied; NotFound;
+        Conflict unless the instance is ready (e.g. while another phase runs).
+        """
+        return self._model(
+            JobRead, "POST", f"/api/v1/instances/{instance_id}/phases", json={"phase": phase}
+        )
+
+    def terminate(self, *, instance_id: int) -> InstanceRead:
+        """Stop a running phase, then run the DT's terminate script if it has one.
+
+        Raises: PermissionDenied; NotFound; Conflict once terminated or cleaned.
+        """
+        return self._model(InstanceRead, "POST", f"/api/v1/instances/{instance_id}/terminate")
+
+    def clean(self, *, instance_id: int) -> InstanceRead:
+        """Run the DT's clean script if it has one, then remove the working copy.
+
+        Raises: PermissionDenied; NotFound; Conflict unless the instance is ready or
+        terminated.
+        """
+        return self._model(InstanceRead, "POST", f"/api/v1/instances/{instance_id}/clean")
+
+    def delete_instance(self, *, instance_id: int) -> None:
+        """Forget an instance, its jobs and their logs.
+
+        Raises: PermissionDenied; NotFound; Conflict while one of its jobs is active.
+        """
+        self._request("DELETE", f"/api/v1/instances/{instance_id}")
+
+    def get_job(self, *, job_id: int) -> JobRead:
+        """A job: state, exit code, usage, provenance and queue position.
+
+        Raises: NotFound (also for another user's job).
+        """
+        return self._model(JobRead, "GET", f"/api/v1/jobs/{job_id}")
+
+    def cancel_job(self, *, job_id: int) -> JobRead:
+        """Ask a queued or running job to stop; it ends as cancelled.
+
+        Raises: PermissionDenied; NotFound; Conflict if it has ended or is being cancelled.
+        """
+        return self._model(JobRead, "POST", f"/api/v1/jobs/{job_id}/cancel")
+
+    def job_logs(self, *, job_id: int, stream: LogStream = "stdout", offset: int = 0) -> str:
+        """A job's stdout or stderr so far, from byte ``offset`` on.
+
+        Raises: NotFound; InvalidInput for a negative offset.
+        """
+        params = {"stream": stream, "offset": str(offset)}
+        return self._request("GET", f"/api/v1/jobs/{job_id}/logs", params=params).text
+
+    def follow_job(self, *, job_id: int) -> Generator[JobEvent, None, None]:
+        """A job's events as they happen: its output so far and then as it is written,
+        its state changes, and a last ``end`` event once it has ended.
+
+        Example::
+
+            for event in client.follow_job(job_id=7):
+                if event.kind == "log":
+                    print(event.text, end="")
+
+        The stream lasts as long as the job runs. Close the generator (or leave the
+        ``for`` loop) to stop following; the job goes on.
+
+        Raises: NotFound; BackendUnavailable if the server cannot be reached or closes the
+        stream before the job has ended.
+        """
+        path = f"/api/v1/jobs/{job_id}/events"
+        # The server sends nothing while a job is silent, so a read may wait for as long
+        # as the job runs.
+        limits = httpx.Timeout(self._timeout, read=None)
+        with (
+            self._transport_errors(),
+            self._http.stream("GET", path, timeout=limits) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                _raise_for(response)
+            for name, data in _server_sent_events(response.iter_lines()):
+                event = self._job_event(name, data)
+                if event is not None:
+                    yield event
+                    if event.kind == "end":
+                        return
+        raise BackendUnavailable(
+            f"The server closed the stream of job {job_id} before the job ended; follow it again."
+        )
+
+    def wait_for_job(self, *, job_id: int, timeout: float | None = None) -> JobRead:
+        """Block until a job has ended and return it; a failed job is returned, not raised.
+
+        Asks the server for the job's state at growing intervals (up to a second).
+
+        Raises: TimeoutError once ``timeout`` seconds have passed (the job goes on);
+        NotFound; BackendUnavailable.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = WAIT_FIRST_POLL
+        while True:
+            job = self.get_job(job_id=job_id)
+            if job.state.is_terminal():
+                return job
+            pause = interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"Job {job_id} did not end within {timeout:g} s; it is still "
+                        f"{job.state.value}."
+                    )
+                pause = min(pause, left)
+            time.sleep(pause)
+            interval = min(interval * 1.5, WAIT_LAST_POLL)
+
+    def _job_event(self, name: str, data: str) -> JobEvent | None:
+        """An event of the job stream; None for kinds this client does not know."""
+        if name not in ("log", "state", "end"):
+            return None
+        try:
+            payload = json.loads(data) if data else {}
+            if name == "log":
+                stream = payload["stream"]
+                if stream not in ("stdout", "stderr"):
+                    raise ValueError(stream)
+                return JobEvent(kind="log", stream=stream, text=str(payload["text"]))
+            if name == "state":
+                return JobEvent(kind="state", state=JobState(payload["state"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._not_dtaas() from exc
+        return JobEvent(kind="end")
+
+    def run(
+        self,
+        *,
+        twin_path: str,
+        values: Mapping[str, JsonValue] | None = None,
+        configuration: str | None = None,
+        phase: str = "execute",
+        name: str | None = None,
+    ) -> InstanceHandle:
+        """Deploy a DT and queue one of its phases; returns a handle to wait on.
+
+        Example::
+
+            handle = client.run(twin_path="common/digital_twins/hello-world", phase="create")
+            job = handle.wait(timeout=600)
+            print(job.state, handle.logs())
+
+        ``configuration`` names one of your saved configurations of the DT; ``values``
+        override its values. If the phase cannot be queued, the new instance is deleted
+        again, so a failed call leaves nothing behind.
+
+        Raises: NotFound for an unknown DT or configuration name; InvalidInput with one
+        problem per bad value, or for a phase the DT does not have; PermissionDenied for
+        viewers; Conflict if the DT has errors.
+        """
+        configuration_id = None
+        if configuration is not None:
+            configuration_id = self._configuration_id(twin_path, configuration)
+        instance = self.create_instance(
+            twin_path=twin_path, values=values, configuration_id=configuration_id, name=name
+        )
+        try:
+            job = self.run_phase(instance_id=instance.id, phase=phase)
+        except DtaasError:
+            with suppress(DtaasError):
+                self.delete_instance(instance_id=instance.id)
+            raise
+        return InstanceHandle(self, instance=instance, job=job)
+
+    def _configuration_id(self, twin_path: str, name: str) -> int:
+        """The id of your configuration ``name`` of a DT.
+
+        Raises: NotFound if there is none of that name.
+        """
+        saved = self.list_configurations(path=twin_path)
+        for configuration in saved:
+            if configuration.name == name.strip():
+                return configuration.id
+        yours = ", ".join(repr(c.name) for c in saved)
+        hint = f"yours are: {yours}" if yours else "you have saved none for it"
+        raise NotFound(
+            f"There is no configuration {name!r} of {twin_path.strip('/')}; {hint}.",
+            loc=["configuration"],
+        )
+
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
@@ -713,3 +1059,91 @@ class _MultipartBody:
                     raise DtaasError(f"{path} changed size while it was uploaded; upload it again.")
             yield b"\r\n"
         yield self.tail
+
+
+def _server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(event name, data) of a text/event-stream, dispatched at each blank line."""
+    name = ""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data or name:
+                yield name or "message", "\n".join(data)
+            name, data = "", []
+            continue
+        if line.startswith(":"):
+            continue  # a comment, e.g. a keep-alive
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One event of a job's live stream, from :meth:`Client.follow_job`.
+
+    ``kind`` says which fields are set:
+
+    - ``"log"``: ``stream`` and ``text``, output as it was written (not always whole lines);
+    - ``"state"``: ``state``, the job's new state;
+    - ``"end"``: nothing; the job has ended and this is the last event.
+    """
+
+    kind: Literal["log", "state", "end"]
+    stream: LogStream | None = None
+    text: str = ""
+    state: JobState | None = None
+
+
+class InstanceHandle:
+    """An instance started by :meth:`Client.run`, and the job of the phase it runs.
+
+    The handle talks through the client that made it; keep that client open meanwhile.
+    """
+
+    def __init__(self, client: Client, *, instance: InstanceRead, job: JobRead) -> None:
+        self.client = client
+        self.instance = instance
+        self.job = job  # as last seen; wait() refreshes it
+
+    def __repr__(self) -> str:
+        return (
+            f"InstanceHandle(instance_id={self.instance_id}, job_id={self.job_id}, "
+            f"phase={self.job.phase!r}, state={self.job.state.value!r})"
+        )
+
+    @property
+    def instance_id(self) -> int:
+        return self.instance.id
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
+
+    def wait(self, timeout: float | None = None) -> JobRead:
+        """Block until the job has ended and return it; check its ``state`` and
+        ``exit_code``: a failed job is returned, not raised.
+
+        Raises: TimeoutError once ``timeout`` seconds have passed (the job goes on);
+        NotFound if the instance was deleted; BackendUnavailable.
+        """
+        self.job = self.client.wait_for_job(job_id=self.job_id, timeout=timeout)
+        return self.job
+
+    def logs(self, stream: LogStream = "stdout") -> str:
+        """The job's stdout (or stderr) so far.
+
+        Raises: NotFound if the instance was deleted; BackendUnavailable.
+        """
+        return self.client.job_logs(job_id=self.job_id, stream=stream)
+
+    def terminate(self) -> InstanceRead:
+        """Stop the job if it still runs, then run the DT's terminate script if it has one.
+
+        Raises: Conflict once the instance is terminated or cleaned; NotFound.
+        """
+        self.instance = self.client.terminate(instance_id=self.instance_id)
+        return self.instance
