@@ -15,12 +15,7 @@ from playwright.sync_api import Browser, Dialog, Page, ViewportSize, expect
 
 from tests.web.conftest import DESKTOP, PHONE, Server, sign_in, unique_name
 
-# TODO(#6): these failed on a clean clone at the end of the session (the SSE log route was
-# rewritten late); find why, then remove this mark. Not strict: some pass.
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.xfail(reason="failing on a clean clone, see #6 note", strict=False),
-]
+pytestmark = pytest.mark.browser
 
 HELLO_WORLD = "common/digital_twins/hello-world"
 JOB_TIMEOUT_MS = 30_000  # a phase is queued, started by the supervisor and reaped

@@ -400,6 +400,7 @@ def principal_from_session(*, session: Session, secret: str) -> Principal:
         raise NotAuthenticated("Your session has ended; sign in again.")
     if not record.user.is_active:
         raise NotAuthenticated("This account is disabled; ask an administrator to enable it.")
+    session.commit()  # release SQLite's write lock before long responses (see tokens)
     return Principal(
         user_id=record.user.id,
         username=record.user.username,
@@ -428,7 +429,9 @@ def principal_from_token(*, session: Session, token: str) -> Principal:
     # Write last use at most once a minute: a busy client should not write on every call.
     if record.last_used_at is None or now - record.last_used_at > timedelta(minutes=1):
         record.last_used_at = now
-        session.commit()
+    # Always end the transaction: under BEGIN IMMEDIATE even this read holds SQLite's write
+    # lock until the request's session closes, which for a stream is its very end.
+    session.commit()
     return Principal(
         user_id=record.user.id,
         username=record.user.username,
