@@ -16,10 +16,6 @@ from dtaas.lifecycle.models import InstanceState, JobState
 from tests.execution.processes import wait_until
 from tests.live import LiveServer, kept_logging
 
-# The local executor may drop a shim's Popen while the shim still runs (a job that ends
-# as the server stops), which warns in the server's supervisor thread.
-pytestmark = pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
-
 HELLO = "alice/digital_twins/hello"
 # The reference format: lifecycle scripts only, no dt.yaml.
 REFERENCE = {
@@ -46,17 +42,6 @@ parameters:
 """
 PRINT_PARAMETERS = "#!/bin/bash\nenv | grep '^DTAAS_PARAM_' | sort\n"
 SLEEPER = "#!/bin/bash\necho ready\nexec sleep 300\n"
-
-
-def without_shim_note(text: str) -> str:
-    """``text`` without the shim's note on background processes a job left running.
-
-    The shim at times counts bwrap's own helper process as left running and notes it in
-    the job's stderr, a known bug (tests/known_bugs.py); drop this once it is fixed.
-    """
-    return "".join(
-        line for line in text.splitlines(keepends=True) if not line.startswith("[dtaas] stopped ")
-    )
 
 
 def run(runner: CliRunner, *args: str) -> Result:
@@ -105,7 +90,7 @@ def test_run_follow_streams_the_output_and_exits_0(
 
     assert result.exit_code == 0, result.output
     assert result.stdout == HELLO_STDOUT
-    assert without_shim_note(result.stderr) == (
+    assert result.stderr == (
         "Created instance 1 (hello); job 1 runs execute.\n"
         "execute: progress\n"
         "Job 1 (execute) succeeded: exited with status 0.\n"
@@ -368,7 +353,7 @@ def test_instance_logs_prints_stdout_or_stderr_of_a_job_or_an_instances_latest_j
     missing = run(runner, "instance", "logs", "3")
 
     assert (first.exit_code, first.stdout) == (0, "create: preparing\n")
-    assert (errors.exit_code, without_shim_note(errors.stdout)) == (0, "execute: progress\n")
+    assert (errors.exit_code, errors.stdout) == (0, "execute: progress\n")
     assert (latest.exit_code, latest.stdout) == (0, HELLO_STDOUT)
     assert missing.exit_code == 1
     assert missing.stderr == "error: There is no job 3.\n"
@@ -384,7 +369,7 @@ def test_instance_logs_follow_passes_both_streams_on_and_exits_with_the_status(
 
     assert followed.exit_code == 0, followed.output
     assert followed.stdout == HELLO_STDOUT
-    assert without_shim_note(followed.stderr) == (
+    assert followed.stderr == (
         "execute: progress\nJob 1 (execute) succeeded: exited with status 0.\n"
     )
     assert only_errors.stdout == ""

@@ -13,10 +13,6 @@ from dtaas.lifecycle.schemas import InstanceDetail, InstanceRead, JobRead
 from tests.execution.processes import wait_until
 from tests.live import LiveServer
 
-# The local executor may drop a shim's Popen while the shim still runs (a job that ends
-# as the server stops), which warns in the server's supervisor thread.
-pytestmark = pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
-
 HELLO = "alice/digital_twins/hello"
 SLEEPER = "alice/digital_twins/sleeper"
 SCRIPTS = {
@@ -49,17 +45,6 @@ def alice(live: LiveServer) -> Iterator[Client]:
         yield client
 
 
-def without_shim_note(text: str) -> str:
-    """``text`` without the shim's note on background processes a job left running.
-
-    The shim at times counts bwrap's own helper process as left running and notes it in
-    the job's stderr, a known bug (tests/known_bugs.py); drop this once it is fixed.
-    """
-    return "".join(
-        line for line in text.splitlines(keepends=True) if not line.startswith("[dtaas] stopped ")
-    )
-
-
 def wait_running(client: Client, handle: InstanceHandle, line: str) -> None:
     """Wait until the handle's job runs and has written ``line`` to its stdout."""
     wait_until(
@@ -84,7 +69,7 @@ def test_run_wait_returns_the_succeeded_job_and_logs_its_output(alice: Client) -
     assert (job.state, job.exit_code) == (JobState.SUCCEEDED, 0)
     assert handle.job == job
     assert handle.logs() == "execute: one\nexecute: two\n"
-    assert without_shim_note(handle.logs("stderr")) == "execute: warning\n"
+    assert handle.logs("stderr") == "execute: warning\n"
 
 
 def test_run_a_phase_with_values_and_a_named_configuration(alice: Client) -> None:
@@ -181,9 +166,7 @@ def test_follow_job_yields_output_and_states_then_end(alice: Client) -> None:
     assert all(isinstance(event, JobEvent) for event in events)
     assert events[-1] == JobEvent(kind="end")
     output = {
-        stream: without_shim_note(
-            "".join(e.text for e in events if e.kind == "log" and e.stream == stream)
-        )
+        stream: "".join(e.text for e in events if e.kind == "log" and e.stream == stream)
         for stream in ("stdout", "stderr")
     }
     assert output == {"stdout": "execute: one\nexecute: two\n", "stderr": "execute: warning\n"}

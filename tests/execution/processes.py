@@ -8,7 +8,6 @@ jobs carry it in their environment.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,17 +18,6 @@ import psutil
 T = TypeVar("T")
 
 POLL_SECONDS = 0.05
-_LEFTOVER_NOTE = re.compile(r"^\[dtaas\] stopped \d+ background process\(es\) .*\n", re.MULTILINE)
-
-
-def without_leftover_note(log: str) -> str:
-    """A job's stderr without the shim's note about stopped background processes.
-
-    Under bubblewrap the note is also written, by a race, for jobs that left nothing
-    running (see test_a_job_that_leaves_nothing_running_gets_no_leftover_note); tests of
-    other rules compare logs without it.
-    """
-    return _LEFTOVER_NOTE.sub("", log)
 
 
 def wait_until(

@@ -30,13 +30,7 @@ from tests.execution.processes import (
     kill_all,
     processes_of,
     wait_until,
-    without_leftover_note,
 )
-
-# LocalExecutor.start() dropped the shim's Popen while the shim ran, which warns; the fix
-# (keeping them) is not committed yet. test_starting_a_job_leaks_no_running_popen guards it;
-# drop this filter once the fix is in.
-pytestmark = pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 MARK = "DTAAS_TEST_ROOT"
@@ -129,7 +123,7 @@ def test_exit_status_and_output_are_recorded(backend, code, succeeded):
     assert (outcome.exit_code, outcome.signal) == (code, None)
     assert outcome.succeeded is succeeded
     assert spec.stdout.read_text() == "to-stdout\n"
-    assert without_leftover_note(spec.stderr.read_text()) == "to-stderr\n"
+    assert spec.stderr.read_text() == "to-stderr\n"
 
 
 def test_starting_a_job_leaks_no_running_popen(backend):

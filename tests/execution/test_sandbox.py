@@ -27,11 +27,6 @@ from dtaas.lifecycle.models import Instance, Job
 from dtaas.lifecycle.supervisor import build_spec
 from tests.execution.processes import assert_no_processes_of, wait_until
 
-# LocalExecutor.start() dropped the shim's Popen while the shim ran, which warns; the fix
-# (keeping them) is not committed yet. test_starting_a_job_leaks_no_running_popen guards it;
-# drop this filter once the fix is in.
-pytestmark = pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
-
 TWIN = "probe"
 COMMON_MESSAGE = "hello from common"
 BOB_SECRET = "bob's private notes"

@@ -27,11 +27,6 @@ from tests.execution.processes import assert_no_processes_of, wait_until
 from tests.factories import make_principal, make_user
 from tests.lifecycle.conftest import write_twin
 
-# LocalExecutor.start() dropped the shim's Popen while the shim ran, which warns; the fix
-# (keeping them) is not committed yet. test_starting_a_job_leaks_no_running_popen guards it;
-# drop this filter once the fix is in.
-pytestmark = pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
-
 
 class WithConcurrentRequest(Executor):
     """While the supervisor's tick polls, another thread runs ``request`` (once).
@@ -67,6 +62,9 @@ class WithConcurrentRequest(Executor):
 
     def stop(self, handle: dict[str, Any], *, grace: float) -> None:
         self.inner.stop(handle, grace=grace)
+
+    def find(self, job_id: int) -> dict[str, Any] | None:
+        return self.inner.find(job_id)
 
 
 @pytest.fixture

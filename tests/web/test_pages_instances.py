@@ -34,6 +34,7 @@ ENABLED_IN = {
     "terminating": set(),
     "terminated": {"clean", "delete"},
     "cleaned": {"delete"},
+    "cleaning": {"cancel"},
 }
 # A DT whose execute runs until it is stopped, and writes to both streams.
 SLOW_MANIFEST = """manifest: 1

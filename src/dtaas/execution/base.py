@@ -9,6 +9,9 @@ Modelled on JupyterHub's Spawner. A backend implements:
   Works with a handle from before a restart.
 - ``stop(handle, grace)``: ask the job to end (SIGTERM semantics), killing it after
   ``grace`` seconds; returns at once, ``poll`` reports the end.
+- ``find(job_id) -> handle | None``: the handle of a job this backend started, found
+  without the database: the platform may crash between ``start`` and persisting the
+  handle, and must not then record as failed a job that runs on.
 - ``name``: where jobs run, shown to users ("local", "ray").
 """
 
@@ -93,3 +96,7 @@ class Executor(ABC):
     @abstractmethod
     def stop(self, handle: dict[str, Any], *, grace: float) -> None:
         """Ask the job to end; it is killed after ``grace`` seconds."""
+
+    @abstractmethod
+    def find(self, job_id: int) -> dict[str, Any] | None:
+        """The handle of job ``job_id`` if this backend started it; None if it never did."""

@@ -2,7 +2,9 @@
 
 A job runs under the shim (``dtaas.execution.shim``) in its own session, so it survives a
 platform restart; the handle keeps the shim's pid and start time (to tell it from a
-reused pid) and the status file the shim writes when the job ends.
+reused pid) and the status file the shim writes when the job ends. The handle is also
+written to the job's folder, so ``find`` re-attaches a job whose handle the platform
+never got to persist.
 
 Where bubblewrap is available the job sees a read-only system, its instance's working
 copy, the owner's library at ``/workspace`` with ``common/`` at ``/workspace/common``,
@@ -56,6 +58,13 @@ _MERGED_USR_LINKS = {
 }
 
 
+CPU_HARD_LIMIT_MARGIN = 5
+# The shims this process started, by pid, until reaped. Kept for the process, not per
+# executor: a shim outlives an executor object (tests, a re-created executor), and a
+# dropped Popen of a running child is a zombie and a ResourceWarning.
+_SHIMS: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def bubblewrap_path() -> str | None:
     """The bwrap binary if this machine can run it."""
     return shutil.which("bwrap")
@@ -68,6 +77,35 @@ def _start_time(pid: int) -> float | None:
         return None
 
 
+def _reap_ended_shims() -> None:
+    for pid, shim in list(_SHIMS.items()):
+        if shim.poll() is not None:
+            del _SHIMS[pid]
+
+
+def _stop_orphaned_session(job_file: Path) -> None:
+    """SIGKILL the session of a job whose shim died without a status.
+
+    In the sandbox bwrap's --die-with-parent ends the job; without one, the job's
+    session (the shim started its main process with a new one) is all that is left.
+    """
+    try:
+        job = json.loads(job_file.read_text())
+        session = int(job["session"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    leader_started = _start_time(session)
+    if leader_started is not None and leader_started != job.get("start_time"):
+        return  # the pid is another process's now, so the session is not the job's
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == session:
+                process.kill()
+        except (OSError, psutil.Error):
+            continue
+    log.warning("job session killed after its shim died session=%s", session)
+
+
 class LocalExecutor(Executor):
     """Runs jobs as sandboxed process trees on this machine."""
 
@@ -77,8 +115,6 @@ class LocalExecutor(Executor):
         """``sandbox``: "bwrap" (required), "none", or "auto" (bwrap when available)."""
         self.work_dir = work_dir
         self.grace_seconds = grace_seconds
-        # Shims this process started, kept so they are reaped (and not warned about).
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
         self.bwrap = bubblewrap_path() if sandbox in ("auto", "bwrap") else None
         if sandbox == "bwrap" and self.bwrap is None:
             raise RuntimeError("DTAAS_SANDBOX=bwrap but bubblewrap (bwrap) is not installed")
@@ -120,7 +156,10 @@ class LocalExecutor(Executor):
         limits = spec.limits
         flags = []
         if limits.cpu_seconds is not None:
-            flags.append(f"--cpu={limits.cpu_seconds}")
+            # SIGXCPU at the soft limit (reported as cpu_time); SIGKILL at the hard one
+            # for a job that ignores it.
+            soft = limits.cpu_seconds
+            flags.append(f"--cpu={soft}:{soft + CPU_HARD_LIMIT_MARGIN}")
         if limits.file_size_bytes is not None:
             flags.append(f"--fsize={limits.file_size_bytes}")
         prlimit = shutil.which("prlimit")
@@ -128,12 +167,17 @@ class LocalExecutor(Executor):
             return []
         return [prlimit, *flags, "--"]
 
+    def _job_dir(self, job_id: int) -> Path:
+        return self.work_dir / f"job-{job_id}"
+
     def start(self, spec: JobSpec) -> dict[str, Any]:
         """Start the job under the shim; returns pid, start time and status file."""
-        job_dir = self.work_dir / f"job-{spec.job_id}"
+        _reap_ended_shims()
+        job_dir = self._job_dir(spec.job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         status = job_dir / "status.json"
-        status.unlink(missing_ok=True)
+        for stale in (status, job_dir / "job.json", job_dir / "handle.json"):
+            stale.unlink(missing_ok=True)
         shim_spec = {
             "argv": [*self._prlimits(spec), *self._sandboxed(spec)],
             "cwd": str(spec.cwd),
@@ -142,31 +186,50 @@ class LocalExecutor(Executor):
             "stderr": str(spec.stderr),
             "status": str(status),
             "grace_seconds": self.grace_seconds,
+            "sandboxed": self.bwrap is not None,
             "limits": {
                 "wall_time_seconds": spec.limits.wall_time_seconds,
                 "memory_bytes": spec.limits.memory_bytes,
                 "processes": spec.limits.processes,
+                "cpu_seconds": spec.limits.cpu_seconds,
+                "file_size_bytes": spec.limits.file_size_bytes,
             },
         }
         spec_file = job_dir / "spec.json"
         spec_file.write_text(json.dumps(shim_spec))
-        with (job_dir / "shim.log").open("ab") as shim_log:
-            shim = subprocess.Popen(  # noqa: S603  # our own interpreter and module
-                [sys.executable, "-m", "dtaas.execution.shim", str(spec_file)],
-                stdin=subprocess.DEVNULL,
-                stdout=shim_log,
-                stderr=shim_log,
-                start_new_session=True,
-                close_fds=True,
-            )
-        self._children[shim.pid] = shim
+        # The shim inherits SIGTERM blocked and unblocks it once its handler is in place,
+        # so a stop sent right after start is a cancel, not a shim killed before its status.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            with (job_dir / "shim.log").open("ab") as shim_log:
+                shim = subprocess.Popen(  # noqa: S603  # our own interpreter and module
+                    [sys.executable, "-m", "dtaas.execution.shim", str(spec_file)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=shim_log,
+                    stderr=shim_log,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        _SHIMS[shim.pid] = shim
         log.info("job started job_id=%s pid=%s sandbox=%s", spec.job_id, shim.pid, bool(self.bwrap))
-        return {
+        handle = {
             "pid": shim.pid,
             "start_time": _start_time(shim.pid),
             "status": str(status),
             "sandbox": "bwrap" if self.bwrap else "none",
         }
+        (job_dir / "handle.json").write_text(json.dumps(handle))
+        return handle
+
+    def find(self, job_id: int) -> dict[str, Any] | None:
+        """The handle ``start`` wrote for the job; None if it never got that far."""
+        try:
+            found: dict[str, Any] = json.loads((self._job_dir(job_id) / "handle.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return found
 
     def _alive(self, handle: dict[str, Any]) -> bool:
         pid = int(handle["pid"])
@@ -195,6 +258,7 @@ class LocalExecutor(Executor):
         if self._alive(handle):
             return None
         self._reap(handle)
+        _stop_orphaned_session(Path(handle["status"]).with_name("job.json"))
         return JobOutcome(
             exit_code=None,
             signal=None,
@@ -206,9 +270,9 @@ class LocalExecutor(Executor):
 
     def _reap(self, handle: dict[str, Any]) -> None:
         # The shim is our child only if this process started it; reap it then.
-        child = self._children.get(int(handle["pid"]))
+        child = _SHIMS.get(int(handle["pid"]))
         if child is not None and child.poll() is not None:
-            del self._children[child.pid]
+            del _SHIMS[child.pid]
 
     def stop(self, handle: dict[str, Any], *, grace: float) -> None:
         """SIGTERM to the shim, which stops the job's tree (SIGKILL after its grace)."""

@@ -11,6 +11,11 @@ Limits: wall time, resident memory of the whole process tree and its number of
 processes are watched here (rlimits cannot see a tree, and root ignores RLIMIT_NPROC);
 CPU time and file size are rlimits set on the job (``prlimit``). On SIGTERM (a cancel)
 the shim stops the tree: SIGTERM to every process, then SIGKILL after the grace period.
+
+The executor starts the shim with SIGTERM blocked, so a cancel sent before the handler
+below is installed waits instead of killing the shim without a status. The job's session
+id goes to ``job.json`` beside the status file: were the shim itself killed, the executor
+stops that session, so an unsandboxed job never runs on unwatched.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ import psutil
 FIRST_POLL_SECONDS = 0.05
 MAX_POLL_SECONDS = 1.0
 PR_SET_CHILD_SUBREAPER = 36
+# Shells report a child killed by signal N as exit status 128+N, and so does bubblewrap
+# for the job it runs as the sandbox's init.
+SIGNAL_EXIT_BASE = 128
 
 
 def _become_subreaper() -> None:
@@ -41,6 +49,51 @@ def _become_subreaper() -> None:
     tree we watch and stop is the whole job, not just what still has its parent."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` from /proc/PID/task/*/children: reading the tree this
+    way costs as much as the tree, where a scan of every process on the machine (as
+    ``psutil.children`` does) makes hundreds of watched jobs load the machine."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _has_children_files() -> bool:
+    return Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists()
+
+
+_FAST_TREE = _has_children_files()
+
+
+def _tree(root: int) -> list[psutil.Process]:
+    """Every process below ``root``, walking the children files."""
+    found: list[psutil.Process] = []
+    pending = _children(root)
+    while pending:
+        pid = pending.pop()
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+        pending += _children(pid)
+    return found
+
+
+def _start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def _tree_rss(processes: list[psutil.Process]) -> int:
@@ -67,10 +120,13 @@ def _descendants(main_pid: int) -> list[psutil.Process]:
     Adopted orphans that ended are reaped here; the main process never is, because
     ``Popen`` must read its exit status.
     """
-    try:
-        children = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return []
+    if _FAST_TREE:
+        children = _tree(os.getpid())
+    else:
+        try:
+            children = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return []
     alive = []
     for child in children:
         try:
@@ -97,10 +153,52 @@ def _stop_all(main_pid: int, grace: float) -> int:
     return len(processes)
 
 
-def _write_status(path: Path, status: dict[str, Any]) -> None:
+def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status))
+    tmp.write_text(json.dumps(data))
     tmp.replace(path)
+
+
+def _death(returncode: int, *, sandboxed: bool) -> tuple[int | None, int | None]:
+    """(exit status, signal) of the job's main process."""
+    if returncode < 0:
+        return None, -returncode
+    if sandboxed and SIGNAL_EXIT_BASE < returncode <= SIGNAL_EXIT_BASE + signal.SIGRTMAX:
+        return None, returncode - SIGNAL_EXIT_BASE
+    return returncode, None
+
+
+def _limit_reason(
+    exit_code: int | None, signum: int | None, cpu_seconds: float, limits: dict[str, Any]
+) -> str | None:
+    """The rlimit that ended the job, if one did: the kernel signals the process that hit
+    it, and a shell running that process exits with 128+N."""
+    ended_by = signum if signum is not None else (exit_code or 0) - SIGNAL_EXIT_BASE
+    cpu_limit = limits.get("cpu_seconds")
+    # SIGKILL too: the kernel sends it at the hard limit, a few seconds past the soft one.
+    if cpu_limit is not None and (
+        ended_by == signal.SIGXCPU or (ended_by == signal.SIGKILL and cpu_seconds >= cpu_limit)
+    ):
+        return "cpu_time"
+    if limits.get("file_size_bytes") is not None and ended_by == signal.SIGXFSZ:
+        return "file_size"
+    return None
+
+
+def _cancelled_before_start(spec: dict[str, Any]) -> dict[str, Any]:
+    now = time.time()
+    status = {
+        "exit_code": None,
+        "signal": None,
+        "reason": "cancelled",
+        "cpu_seconds": 0.0,
+        "max_rss_bytes": 0,
+        "wall_seconds": 0.0,
+        "started_at": now,
+        "ended_at": now,
+    }
+    _write_json(Path(spec["status"]), status)
+    return status
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +208,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     memory = limits.get("memory_bytes")
     processes_max = limits.get("processes")
     grace = float(spec.get("grace_seconds", 5))
+    sandboxed = bool(spec.get("sandboxed"))
     cancelled = False
 
     def on_term(_signum: int, _frame: object) -> None:
@@ -117,6 +216,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         cancelled = True
 
     signal.signal(signal.SIGTERM, on_term)
+    # A cancel sent while SIGTERM was blocked is delivered here, to the handler.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    if cancelled:
+        return _cancelled_before_start(spec)
     _become_subreaper()
     started = time.time()
     with Path(spec["stdout"]).open("ab") as out, Path(spec["stderr"]).open("ab") as err:
@@ -129,6 +232,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             stderr=err,
             start_new_session=True,
         )
+    _write_json(
+        Path(spec["status"]).with_name("job.json"),
+        {"session": child.pid, "start_time": _start_time(child.pid)},
+    )
     reason = "exited"
     peak = 0
     interval = FIRST_POLL_SECONDS
@@ -152,6 +259,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             interval = min(MAX_POLL_SECONDS, interval * 1.5)
     returncode = child.wait()
+    if sandboxed:
+        # bwrap's init ends everything in the sandbox when the job ends, a moment after
+        # bwrap itself may have returned: wait for that, it is not a leftover.
+        psutil.wait_procs(_descendants(child.pid), timeout=grace)
     # The job is its main process: background processes it left behind are stopped,
     # so no job outlives its record.
     left = _stop_all(child.pid, grace)
@@ -162,21 +273,21 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             )
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     ended = time.time()
+    exit_code, signum = _death(returncode, sandboxed=sandboxed)
+    cpu_seconds = round(usage.ru_utime + usage.ru_stime, 3)
+    if reason == "exited":
+        reason = _limit_reason(exit_code, signum, cpu_seconds, limits) or reason
     status = {
-        "exit_code": returncode if returncode >= 0 else None,
-        "signal": -returncode if returncode < 0 else None,
+        "exit_code": exit_code,
+        "signal": signum,
         "reason": reason,
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "cpu_seconds": cpu_seconds,
         "max_rss_bytes": max(peak, usage.ru_maxrss * 1024),
         "wall_seconds": round(ended - started, 3),
         "started_at": started,
         "ended_at": ended,
     }
-    if returncode < 0 and reason == "exited" and -returncode == signal.SIGXCPU:
-        status["reason"] = "cpu_time"
-    if returncode < 0 and reason == "exited" and -returncode == signal.SIGXFSZ:
-        status["reason"] = "file_size"
-    _write_status(Path(spec["status"]), status)
+    _write_json(Path(spec["status"]), status)
     return status
 
 

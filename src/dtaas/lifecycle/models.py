@@ -24,6 +24,7 @@ class InstanceState(StrEnum):
     BUSY = "busy"  # a phase is queued or running
     TERMINATING = "terminating"  # stopping a phase and running terminate
     TERMINATED = "terminated"  # terminate ran; only clean is left
+    CLEANING = "cleaning"  # the clean script runs; then the working copy goes
     CLEANED = "cleaned"  # working copy removed; nothing is left to do
 
 
@@ -62,6 +63,9 @@ class Instance(Base):
     executor: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
+    # Set once terminate has finished: a clean that fails or is cancelled goes back to
+    # terminated (not ready), so a terminated DT never runs again.
+    terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     jobs: Mapped[list[Job]] = relationship(
         back_populates="instance", order_by="Job.id", cascade="all, delete-orphan"

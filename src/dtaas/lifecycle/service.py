@@ -5,8 +5,12 @@ States of an instance and what each allows:
     ready ──run phase──▶ busy ──job ends──▶ ready
       │ ▲                  │
       │ └──────────────────┘ (terminate while busy stops the phase first)
-      ├──terminate──▶ terminating ──▶ terminated ──clean──▶ cleaned
-      └──clean──────────────────────────────────────────▶ cleaned
+      ├──terminate──▶ terminating ──▶ terminated ──clean──▶ cleaning ──▶ cleaned
+      └──clean──────────────────────────────────────────▶ cleaning ──▶ cleaned
+
+Without a clean script, clean goes straight to cleaned. A clean script that fails or is
+cancelled leaves the working copy and returns the instance to where it was (ready or
+terminated), so the clean can be looked into and run again.
 
 Every change is committed before it is acted on; the supervisor (``supervisor.py``) starts
 queued jobs and records how they end.
@@ -41,6 +45,7 @@ ALLOWED: dict[InstanceState, str] = {
     InstanceState.BUSY: "wait for the running phase or terminate",
     InstanceState.TERMINATING: "wait until terminate has finished",
     InstanceState.TERMINATED: "clean or delete",
+    InstanceState.CLEANING: "wait until clean has finished",
     InstanceState.CLEANED: "delete",
 }
 
@@ -229,29 +234,32 @@ def run_phase(
     """
     require(actor, Permission.OPERATE)
     instance = get_instance(session=session, actor=actor, instance_id=instance_id)
-    if phase == "terminate":
-        terminate(session=session, settings=settings, actor=actor, instance_id=instance_id)
-        return session.scalars(
-            select(Job).where(Job.instance_id == instance.id).order_by(Job.id.desc())
-        ).first() or _missing_job(instance)
-    if phase == "clean":
-        clean(session=session, settings=settings, actor=actor, instance_id=instance_id)
+    if phase in ("terminate", "clean"):
+        # These two are the instance's own transitions when asked for as phases; the
+        # script must exist, or /terminate and /clean are what the caller wants.
+        _check_phase(settings, instance, phase)
+        act = terminate if phase == "terminate" else clean
+        act(session=session, settings=settings, actor=actor, instance_id=instance_id)
         return session.scalars(
             select(Job).where(Job.instance_id == instance.id).order_by(Job.id.desc())
         ).first() or _missing_job(instance)
     if instance.state != InstanceState.READY:
         raise _conflict(instance, f"run {phase}")
+    _check_phase(settings, instance, phase)
+    job = _queue(session, instance, phase)
+    instance.state = InstanceState.BUSY
+    session.commit()
+    log.info("phase queued instance_id=%s phase=%s job_id=%s", instance.id, phase, job.id)
+    return job
+
+
+def _check_phase(settings: Settings, instance: Instance, phase: str) -> None:
     if not _phase_exists(settings, instance, phase):
         have = ", ".join(available_phases(settings, instance)) or "none"
         raise InvalidInput(
             f"{instance.twin_path} has no phase {phase!r}; its phases are: {have}.",
             loc=["phase"],
         )
-    job = _queue(session, instance, phase)
-    instance.state = InstanceState.BUSY
-    session.commit()
-    log.info("phase queued instance_id=%s phase=%s job_id=%s", instance.id, phase, job.id)
-    return job
 
 
 def _missing_job(instance: Instance) -> Job:
@@ -283,10 +291,20 @@ def terminate(
     elif _active_jobs(session, instance):
         instance.state = InstanceState.TERMINATING
     else:
-        instance.state = InstanceState.TERMINATED
+        mark_terminated(instance)
     session.commit()
     log.info("instance terminating instance_id=%s state=%s", instance.id, instance.state.value)
     return instance
+
+
+def mark_terminated(instance: Instance) -> None:
+    instance.state = InstanceState.TERMINATED
+    instance.terminated_at = utcnow()
+
+
+def state_before_clean(instance: Instance) -> InstanceState:
+    """Where a clean that did not finish leaves the instance."""
+    return InstanceState.READY if instance.terminated_at is None else InstanceState.TERMINATED
 
 
 def _request_cancel(job: Job) -> None:
@@ -311,7 +329,7 @@ def clean(*, session: Session, settings: Settings, actor: Principal, instance_id
         raise _conflict(instance, "clean")
     if _phase_exists(settings, instance, "clean"):
         _queue(session, instance, "clean")
-        instance.state = InstanceState.BUSY
+        instance.state = InstanceState.CLEANING
         session.commit()
     else:
         instance.state = InstanceState.CLEANED
@@ -335,7 +353,7 @@ def delete_instance(
     """
     require(actor, Permission.OPERATE)
     instance = get_instance(session=session, actor=actor, instance_id=instance_id)
-    if instance.state in (InstanceState.BUSY, InstanceState.TERMINATING):
+    if instance.state in (InstanceState.BUSY, InstanceState.TERMINATING, InstanceState.CLEANING):
         raise _conflict(instance, "be deleted")
     session.delete(instance)
     session.commit()
@@ -385,8 +403,12 @@ def cancel_job(*, session: Session, actor: Principal, job_id: int) -> Job:
     others = [j for j in _active_jobs(session, job.instance) if j.id != job.id]
     if job.state == JobState.CANCELLED and not others:
         instance = job.instance
-        terminating = instance.state == InstanceState.TERMINATING
-        instance.state = InstanceState.TERMINATED if terminating else InstanceState.READY
+        if instance.state == InstanceState.TERMINATING:
+            mark_terminated(instance)
+        elif instance.state == InstanceState.CLEANING:
+            instance.state = state_before_clean(instance)
+        else:
+            instance.state = InstanceState.READY
     session.commit()
     log.info("job cancel requested job_id=%s actor=%s", job.id, actor.username)
     return job

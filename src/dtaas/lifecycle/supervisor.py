@@ -26,7 +26,7 @@ from dtaas.config import Settings
 from dtaas.db import utcnow
 from dtaas.execution.base import EndReason, Executor, JobOutcome, JobSpec, Limits
 from dtaas.execution.local import LocalExecutor
-from dtaas.library.access import COMMON
+from dtaas.library.access import COMMON, KINDS
 from dtaas.lifecycle import service
 from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState
 from dtaas.twins import service as twins
@@ -122,11 +122,14 @@ def build_spec(settings: Settings, instance: Instance, job: Job, *, sandboxed: b
     for name, value in instance.values.items():
         env[f"DTAAS_PARAM_{name.upper()}"] = _env_value(value)
     out, err = service.log_paths(settings, job)
+    # Kind by kind, not the library whole: bwrap would otherwise make the mount point
+    # of /workspace/common in the owner's real library folder.
     mounts = [
-        (owner_library, WORKSPACE, True),
-        (common, f"{WORKSPACE}/{COMMON}", False),
-        (folder, inside_dt, True),
+        (owner_library / kind, f"{WORKSPACE}/{kind}", True)
+        for kind in KINDS
+        if (owner_library / kind).is_dir()
     ]
+    mounts += [(common, f"{WORKSPACE}/{COMMON}", False), (folder, inside_dt, True)]
     return JobSpec(
         job_id=job.id,
         argv=argv,
@@ -228,11 +231,20 @@ class Supervisor:
             self._start_queued(session)
 
     def _follow(self, session: Session, job: Job) -> None:
-        if job.handle is None:
-            # Persisted as starting, but the platform stopped before the process did.
-            self._finish(session, job, None, "the platform restarted before the job started")
-            return
         executor = self.executors[job.executor]
+        if job.handle is None:
+            # Persisted as starting; the platform stopped before it saved the handle,
+            # maybe after the job had started: the executor knows.
+            found = executor.find(job.id)
+            if found is None:
+                self._finish(session, job, None, "the platform restarted before the job started")
+                return
+            job.handle = found
+            job.started_at = job.started_at or utcnow()
+            if job.state == JobState.STARTING:
+                job.state = JobState.RUNNING
+            session.commit()
+            log.info("job re-attached without its handle job_id=%s", job.id)
         if job.state == JobState.CANCELLING and not job.handle.get("stop_sent"):
             executor.stop(job.handle, grace=self.settings.job_stop_grace_seconds)
             job.handle = {**job.handle, "stop_sent": True}
@@ -261,17 +273,20 @@ class Supervisor:
             job.wall_seconds = outcome.wall_seconds
         instance = job.instance
         remaining = [j for j in instance.jobs if j.id != job.id and j.state in service.ACTIVE]
-        clean_after = job.phase == "clean"
-        if job.phase == "terminate" or (
+        cleaned = False
+        if instance.state == InstanceState.CLEANING and job.phase == "clean":
+            cleaned = job.state == JobState.SUCCEEDED
+            instance.state = (
+                InstanceState.CLEANED if cleaned else service.state_before_clean(instance)
+            )
+        elif job.phase == "terminate" or (
             instance.state == InstanceState.TERMINATING and not remaining
         ):
-            instance.state = InstanceState.TERMINATED
-        elif clean_after:
-            instance.state = InstanceState.CLEANED
+            service.mark_terminated(instance)
         elif instance.state == InstanceState.BUSY and not remaining:
             instance.state = InstanceState.READY
         session.commit()
-        if clean_after:
+        if cleaned:
             service.remove_working_copy(self.settings, instance)
         log.info(
             "job ended job_id=%s phase=%s state=%s reason=%s",

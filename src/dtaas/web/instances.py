@@ -59,7 +59,7 @@ class Allowed:
             # The service would also delete a ready instance; like its ALLOWED hints, the page
             # offers Delete only once the DT has been terminated.
             delete=state in (InstanceState.TERMINATED, InstanceState.CLEANED),
-            cancel=state == InstanceState.BUSY
+            cancel=state in (InstanceState.BUSY, InstanceState.CLEANING)
             and active is not None
             and active.state in CANCELLABLE,
         )
