@@ -71,16 +71,21 @@ def shims_of(root: Path) -> int:
 
 
 def sandboxes_of(root: Path) -> int:
-    """How many jobs of ``root`` have their sandbox (the outer bwrap process) alive.
+    """How many jobs of ``root`` have a sandbox (a live bwrap process) under their shim.
 
     Unlike shims, which live on for a moment after writing the job's status, a job's
-    sandbox is gone before its end is recorded.
+    sandbox is gone before its end is recorded. Counted per shim: as bwrap ends, its
+    init can outlive it for a moment and is then the shim's child, beside bwrap's zombie.
     """
     count = 0
     for process in processes_of(root):
         try:
-            parent = process.parent()
-            count += process.name() == "bwrap" and (parent is None or parent.name() != "bwrap")
+            if "dtaas.execution.shim" not in process.cmdline():
+                continue
+            count += any(
+                child.name() == "bwrap" and child.status() != psutil.STATUS_ZOMBIE
+                for child in process.children(recursive=True)
+            )
         except psutil.Error:
             continue
     return count

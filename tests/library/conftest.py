@@ -40,6 +40,8 @@ def shared_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         secret_key="test-secret-key-not-for-production",
         demo=False,
         log_level="WARNING",
+        # No job runs here; a supervisor would wait on the tests' SQLite write lock.
+        supervisor=False,
     )
     shared = SharedApp(settings=settings)
     app = create_app(settings)
