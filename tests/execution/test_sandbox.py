@@ -48,7 +48,9 @@ class Site:
     def twin(self) -> Path:
         return self.files / "alice" / "digital_twins" / TWIN
 
-    def run(self, script: str) -> tuple[JobOutcome, str, str, JobSpec]:
+    def run(
+        self, script: str, *, common_writable: bool = False
+    ) -> tuple[JobOutcome, str, str, JobSpec]:
         """Run ``script`` as the execute phase of a new instance of alice's DT."""
         execute = self.twin / "lifecycle" / "execute"
         execute.write_text("#!/bin/sh\n" + script)
@@ -59,7 +61,9 @@ class Site:
         )
         job = Job(id=number, instance_id=number, phase="execute")
         shutil.copytree(self.twin, service.working_copy(self.settings, instance))
-        spec = build_spec(self.settings, instance, job, sandboxed=True)
+        spec = build_spec(
+            self.settings, instance, job, sandboxed=True, common_writable=common_writable
+        )
         spec.stdout.parent.mkdir(parents=True, exist_ok=True)
         executor = LocalExecutor(work_dir=self.root / "executor", sandbox="bwrap")
         handle = executor.start(spec)
@@ -118,6 +122,17 @@ def test_common_is_visible_and_read_only(site):
     assert lines(stdout) == {"message": COMMON_MESSAGE, "write": "refused"}
     assert "Read-only file system" in stderr
     assert not (site.files / "common" / "data" / "shared" / "new.txt").exists()
+
+
+def test_common_is_writable_for_an_owner_who_may_write_it(site):
+    outcome, stdout, _, _ = site.run(
+        "echo published > /workspace/common/data/shared/new.txt && echo write=ok\n",
+        common_writable=True,
+    )
+
+    assert outcome.succeeded
+    assert lines(stdout) == {"write": "ok"}
+    assert (site.files / "common" / "data" / "shared" / "new.txt").read_text() == "published\n"
 
 
 def test_the_working_copy_is_at_the_dts_place_in_the_library(site):

@@ -16,9 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dtaas.config import Settings
+from dtaas.execution.local import bubblewrap_path
 from dtaas.lifecycle import service
 from dtaas.lifecycle.models import Job, JobState
 from tests.execution.processes import sandboxes_of
+from tests.factories import bearer
 from tests.lifecycle.conftest import API, bound_sessions, write_twin
 
 Headers = dict[str, str]
@@ -726,3 +728,22 @@ def test_events_stream_the_logs_and_end(client, driver, settings, as_alice):
         ("state", {"state": "succeeded"}),
         ("end", {}),
     ]
+
+
+@pytest.mark.skipif(bubblewrap_path() is None, reason="common/ is read-only only in the sandbox")
+def test_a_job_may_write_common_only_when_its_owner_may(
+    client, driver, session, settings, as_alice, admin
+):
+    as_admin = bearer(session, settings, admin)
+    writer = (
+        "#!/bin/bash\necho $DTAAS_JOB_ID > /workspace/common/data/by-job-$DTAAS_JOB_ID && echo ok\n"
+    )
+    outcomes = {}
+    for owner, headers in (("alice", as_alice), (admin.username, as_admin)):
+        twin = write_twin(settings, f"{owner}/digital_twins/publisher", {"execute": writer})
+        job_id = queue_phase(client, headers, new_instance(client, headers, twin), "execute")
+        job = finish(driver, client, headers, job_id)
+        written = settings.resolved_files_dir / "common" / "data" / f"by-job-{job_id}"
+        outcomes[owner] = (job["state"], written.exists())
+
+    assert outcomes == {"alice": ("failed", False), admin.username: ("succeeded", True)}

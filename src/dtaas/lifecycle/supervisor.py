@@ -29,6 +29,8 @@ from dtaas.execution.local import LocalExecutor
 from dtaas.library.access import COMMON, KINDS
 from dtaas.lifecycle import service
 from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState
+from dtaas.security.models import User
+from dtaas.security.permissions import ROLE_PERMISSIONS, Permission
 from dtaas.twins import service as twins
 from dtaas.twins.manifest import parse_duration, parse_memory
 
@@ -94,8 +96,19 @@ def _env_value(value: Any) -> str:
     return str(value)
 
 
-def build_spec(settings: Settings, instance: Instance, job: Job, *, sandboxed: bool) -> JobSpec:
-    """How to run one phase: the command, its place, environment, limits and mounts."""
+def build_spec(
+    settings: Settings,
+    instance: Instance,
+    job: Job,
+    *,
+    sandboxed: bool,
+    common_writable: bool = False,
+) -> JobSpec:
+    """How to run one phase: the command, its place, environment, limits and mounts.
+
+    ``common_writable``: the owner may write ``common/`` (as in the library), so their
+    job may too.
+    """
     folder = service.working_copy(settings, instance)
     area, _, rest = instance.twin_path.partition("/")
     files = settings.resolved_files_dir
@@ -129,7 +142,7 @@ def build_spec(settings: Settings, instance: Instance, job: Job, *, sandboxed: b
         for kind in KINDS
         if (owner_library / kind).is_dir()
     ]
-    mounts += [(common, f"{WORKSPACE}/{COMMON}", False), (folder, inside_dt, True)]
+    mounts += [(common, f"{WORKSPACE}/{COMMON}", common_writable), (folder, inside_dt, True)]
     return JobSpec(
         job_id=job.id,
         argv=argv,
@@ -327,7 +340,15 @@ class Supervisor:
         job.state = JobState.STARTING
         session.commit()  # persist the intent: a crash now is recorded as such next tick
         sandboxed = getattr(executor, "bwrap", None) is not None
-        spec = build_spec(self.settings, instance, job, sandboxed=sandboxed)
+        owner = session.get(User, job.owner_id)
+        spec = build_spec(
+            self.settings,
+            instance,
+            job,
+            sandboxed=sandboxed,
+            common_writable=owner is not None
+            and Permission.WRITE_COMMON in ROLE_PERMISSIONS[owner.role],
+        )
         spec.stdout.parent.mkdir(parents=True, exist_ok=True)
         try:
             handle = executor.start(spec)

@@ -46,9 +46,12 @@ _DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ManifestModel(BaseModel):
-    """Manifest parts refuse unknown keys, so a typo is reported, not ignored."""
+    """Manifest parts refuse unknown keys, so a typo is reported, not ignored.
 
-    model_config = ConfigDict(extra="forbid")
+    Frozen: a parsed manifest is cached and shared (``validate.load_manifest``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ParameterType(StrEnum):

@@ -35,7 +35,7 @@ from dtaas.twins.schemas import (
     TwinSummary,
     ValidationRead,
 )
-from dtaas.twins.validate import Problem, Report, phase_scripts, validate_folder
+from dtaas.twins.validate import Problem, Report, load_manifest, phase_scripts, validate_folder
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _phases(folder: Path, manifest: Manifest | None) -> list[str]:
 
 def manifest_in(folder: Path) -> Manifest | None:
     """The valid manifest of a DT folder, or None (no dt.yaml, or one with errors)."""
-    return validate_folder(folder).manifest
+    return load_manifest(folder)
 
 
 def phases_in(folder: Path) -> list[str]:

@@ -8,6 +8,7 @@ to do; warnings are kept apart from errors.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import stat
@@ -407,6 +408,21 @@ def phase_scripts(folder: Path) -> list[str]:
     return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> Report:
+    # Listing hundreds of instances reads the same few manifests again and again.
+    return parse_manifest(text)
+
+
+def load_manifest(folder: Path) -> Manifest | None:
+    """The folder's manifest if it parses without errors, else None; unlike
+    ``validate_folder`` it looks at nothing else of the folder."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_MANIFEST_BYTES:
+        return None
+    return _parsed(path.read_text(encoding="utf-8", errors="replace")).manifest
+
+
 def validate_folder(
     folder: Path,
     *,
@@ -428,7 +444,7 @@ def validate_folder(
             )
         else:
             text = manifest_path.read_text(encoding="utf-8", errors="replace")
-            report = parse_manifest(text)
+            report = _parsed(text)
             problems.extend(report.problems)
             manifest = report.manifest
             if manifest is not None:
