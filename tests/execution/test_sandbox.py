@@ -233,3 +233,15 @@ def test_the_environment_has_only_the_jobs_variables(site, monkeypatch):
     for secret in ("platform-secret-value", "cloud-secret-value", "platform:pw"):
         assert secret not in stdout
     assert {line.split("=", 1)[0] for line in init_env.splitlines()} <= set(spec.env)
+
+
+def test_sudo_and_apt_get_fail_saying_why(site):
+    outcome, stdout, stderr, _ = site.run(
+        "sudo apt-get install -y openjdk-17-jdk || echo sudo=$?\napt-get update || echo apt=$?\n"
+    )
+
+    assert outcome.succeeded
+    assert lines(stdout) == {"sudo": "126", "apt": "126"}
+    assert stderr.count("cannot run in the job sandbox: jobs run without root") == 2
+    assert "'sudo apt-get install -y openjdk-17-jdk' cannot run" in stderr
+    assert "ask an administrator to install system packages" in stderr

@@ -59,6 +59,10 @@ _MERGED_USR_LINKS = {
 
 
 CPU_HARD_LIMIT_MARGIN = 5
+_REFUSE = Path(__file__).with_name("sandbox") / "refuse"
+_SANDBOX_BIN = "/run/dtaas/bin"
+_REFUSED_COMMANDS = ("sudo", "apt-get", "apt")
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The shims this process started, by pid, until reaped. Kept for the process, not per
 # executor: a shim outlives an executor object (tests, a re-created executor), and a
 # dropped Popen of a running child is a zombie and a ResourceWarning.
@@ -146,11 +150,27 @@ class LocalExecutor(Executor):
         for host, inside, writable in spec.mounts:
             argv += ["--bind" if writable else "--ro-bind", str(host), inside]
         argv += ["--chdir", spec.inside_cwd or str(spec.cwd)]
+        # sudo and apt cannot work without root on a read-only system: stand-ins say so.
+        refuse = self._refuse_script()
+        for name in _REFUSED_COMMANDS:
+            argv += ["--ro-bind", str(refuse), f"{_SANDBOX_BIN}/{name}"]
         # The job's own environment only: bwrap would pass on ours otherwise.
         argv += ["--clearenv"]
-        for key, value in spec.env.items():
+        env = {**spec.env, "PATH": f"{_SANDBOX_BIN}:{spec.env.get('PATH', _DEFAULT_PATH)}"}
+        for key, value in env.items():
             argv += ["--setenv", key, value]
         return [*argv, "--", *spec.argv]
+
+    def _refuse_script(self) -> Path:
+        # Copied with its exec bit set: installed package data may have lost it.
+        path = self.work_dir / "refuse"
+        if not path.is_file():
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(_REFUSE.read_text())
+            tmp.chmod(0o755)
+            tmp.replace(path)
+        return path
 
     def _prlimits(self, spec: JobSpec) -> list[str]:
         limits = spec.limits
