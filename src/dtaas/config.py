@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     supervisor: bool = Field(
         default=True, description="Run and watch jobs in this process (one per site)."
     )
+    snapshot_save_timeout_seconds: int = Field(
+        default=120, ge=1, le=24 * 3600, description="How long a DT's save script may take."
+    )
+    snapshot_max_bytes: int = Field(
+        default=8 * 1024**3, ge=1024, description="Largest snapshot uploaded or unpacked."
+    )
     mqtt_url: str | None = Field(default=None, description="e.g. mqtt://127.0.0.1:1883")
     amqp_url: str | None = Field(
         default=None, description="e.g. amqp://guest:guest@127.0.0.1:5672/"

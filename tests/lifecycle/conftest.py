@@ -100,7 +100,9 @@ def make_driver(settings: Settings, session: Session) -> Iterator[Callable[..., 
 
     def make(**changes: object) -> Driver:
         supervisor = Supervisor(
-            settings=supervisor_settings(settings, **changes), sessions=bound_sessions(session)
+            settings=supervisor_settings(settings, **changes),
+            sessions=bound_sessions(session),
+            pack_in_background=False,
         )
         return Driver(supervisor=supervisor, session=session)
 

@@ -22,6 +22,7 @@ from dtaas.config import Settings, get_settings
 from dtaas.library import routes as library_routes
 from dtaas.library import service as library
 from dtaas.lifecycle import routes as lifecycle_routes
+from dtaas.lifecycle import snapshot_routes
 from dtaas.lifecycle.supervisor import Supervisor
 from dtaas.logs import configure_logging
 from dtaas.security import routes as security_routes
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(library_routes.router)
     api.include_router(twins_routes.router)
     api.include_router(lifecycle_routes.router)
+    api.include_router(snapshot_routes.router)
     app.include_router(api)
     app.include_router(library_routes.graphql_router, responses=errors.ERROR_RESPONSES)
     app.include_router(web_routes.router)
@@ -146,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limits={
             f"{API_PREFIX}/library/upload": settings.upload_max_bytes,
             f"{API_PREFIX}/library/file": settings.edit_max_bytes,
+            f"{API_PREFIX}/snapshots/upload": settings.snapshot_max_bytes,
         },
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -66,6 +66,9 @@ class Instance(Base):
     # Set once terminate has finished: a clean that fails or is cancelled goes back to
     # terminated (not ready), so a terminated DT never runs again.
     terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Periodic snapshots while a phase runs: every N minutes, keeping the last K.
+    auto_snapshot_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    auto_snapshot_keep: Mapped[int] = mapped_column(Integer, default=3)
 
     jobs: Mapped[list[Job]] = relationship(
         back_populates="instance", order_by="Job.id", cascade="all, delete-orphan"
@@ -98,3 +101,41 @@ class Job(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     instance: Mapped[Instance] = relationship(back_populates="jobs")
+
+
+class SnapshotState(StrEnum):
+    """Where a snapshot is; only ready ones can be downloaded or re-spawned."""
+
+    SAVING = "saving"  # the DT's save script writes its state
+    ARCHIVING = "archiving"  # the working copy and state are being packed
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Snapshot(Base):
+    """A saved instance: its working copy and the state its save script wrote, packed
+    as ``<data>/snapshots/<id>.tar.zst`` once complete (never listed half-written)."""
+
+    __tablename__ = "snapshot"
+    __table_args__ = (Index("ix_snapshot_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    # The instance may be deleted later; its snapshots stay.
+    instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("instance.id", ondelete="SET NULL"), nullable=True
+    )
+    twin_path: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[SnapshotState] = mapped_column(
+        SqlEnum(SnapshotState, native_enum=False, length=16, values_callable=_values)
+    )
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    save_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    auto: Mapped[bool] = mapped_column(Boolean, default=False)
+    uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -29,7 +29,7 @@ router = APIRouter(tags=["lifecycle"])
 FOLLOW_POLL_SECONDS = 0.25
 
 
-def _instance_read(settings: SettingsDep, instance: Instance) -> InstanceRead:
+def instance_read(settings: SettingsDep, instance: Instance) -> InstanceRead:
     read = InstanceRead.model_validate(instance)
     read.phases = service.available_phases(settings, instance)
     return read
@@ -55,7 +55,7 @@ def create_instance(
         configuration_id=body.configuration_id,
         name=body.name,
     )
-    return _instance_read(settings, instance)
+    return instance_read(settings, instance)
 
 
 @router.get("/instances", response_model=list[InstanceRead])
@@ -64,7 +64,7 @@ def list_instances(
 ) -> list[InstanceRead]:
     """Your instances, newest first."""
     return [
-        _instance_read(settings, i) for i in service.list_instances(session=session, actor=actor)
+        instance_read(settings, i) for i in service.list_instances(session=session, actor=actor)
     ]
 
 
@@ -75,7 +75,7 @@ def read_instance(
     """An instance with its jobs."""
     instance = service.get_instance(session=session, actor=actor, instance_id=instance_id)
     return InstanceDetail(
-        **_instance_read(settings, instance).model_dump(),
+        **instance_read(settings, instance).model_dump(),
         jobs=[_job_read(session, job) for job in instance.jobs],
     )
 
@@ -103,7 +103,7 @@ def terminate(
     instance = service.terminate(
         session=session, settings=settings, actor=actor, instance_id=instance_id
     )
-    return _instance_read(settings, instance)
+    return instance_read(settings, instance)
 
 
 @router.post("/instances/{instance_id}/clean", response_model=InstanceRead, status_code=202)
@@ -114,7 +114,7 @@ def clean(
     instance = service.clean(
         session=session, settings=settings, actor=actor, instance_id=instance_id
     )
-    return _instance_read(settings, instance)
+    return instance_read(settings, instance)
 
 
 @router.delete("/instances/{instance_id}", status_code=204)

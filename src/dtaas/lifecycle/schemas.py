@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from dtaas.lifecycle.models import InstanceState, JobState
+from dtaas.lifecycle.models import InstanceState, JobState, SnapshotState
 
 PhaseName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
@@ -60,8 +60,56 @@ class InstanceRead(BaseModel):
     executor: str
     created_at: datetime
     updated_at: datetime
+    auto_snapshot_minutes: int | None = None
+    auto_snapshot_keep: int = 3
     phases: list[str] = Field(default_factory=list)
 
 
 class InstanceDetail(InstanceRead):
     jobs: list[JobRead]
+
+
+class InstanceUpdate(BaseModel):
+    """Periodic snapshots of an instance while a phase runs (null minutes: none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auto_snapshot_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | None
+    auto_snapshot_keep: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+SnapshotName = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)
+]
+
+
+class SnapshotCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: SnapshotName | None = None
+
+
+class SnapshotRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    instance_id: int | None
+    twin_path: str
+    name: str
+    state: SnapshotState
+    reason: str | None
+    save_job_id: int | None
+    auto: bool
+    uploaded: bool
+    size_bytes: int | None
+    sha256: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    details: dict[str, Any]
+
+
+class Respawn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    executor: Literal["local", "ray"] | None = None

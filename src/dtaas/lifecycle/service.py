@@ -33,13 +33,17 @@ from dtaas.config import Settings
 from dtaas.db import utcnow
 from dtaas.errors import Conflict, InvalidInput, NotFound
 from dtaas.library import service as library
-from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState
+from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState, Snapshot, SnapshotState
 from dtaas.security.permissions import Permission, Principal, require
 from dtaas.twins import service as twins
 
 log = logging.getLogger(__name__)
 
 ACTIVE = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING, JobState.CANCELLING)
+EXECUTORS = ("local", "ray")
+SNAPSHOT_IN_PROGRESS = (SnapshotState.SAVING, SnapshotState.ARCHIVING)
+# Phases the platform runs itself: save as part of a snapshot, restore on re-spawn.
+PLATFORM_PHASES = {"save": "POST /instances/{id}/snapshots", "restore": "re-spawning a snapshot"}
 ALLOWED: dict[InstanceState, str] = {
     InstanceState.READY: "run a phase, terminate or clean",
     InstanceState.BUSY: "wait for the running phase or terminate",
@@ -205,7 +209,7 @@ def available_phases(settings: Settings, instance: Instance) -> list[str]:
     return twins.phases_in(folder)
 
 
-def _queue(session: Session, instance: Instance, phase: str) -> Job:
+def queue_job(session: Session, instance: Instance, phase: str) -> Job:
     job = Job(
         instance_id=instance.id,
         owner_id=instance.owner_id,
@@ -243,14 +247,40 @@ def run_phase(
         return session.scalars(
             select(Job).where(Job.instance_id == instance.id).order_by(Job.id.desc())
         ).first() or _missing_job(instance)
+    if phase in PLATFORM_PHASES:
+        raise InvalidInput(
+            f"{phase} is not run on its own: it runs by "
+            f"{PLATFORM_PHASES[phase].format(id=instance.id)}.",
+            loc=["phase"],
+        )
     if instance.state != InstanceState.READY:
         raise _conflict(instance, f"run {phase}")
     _check_phase(settings, instance, phase)
-    job = _queue(session, instance, phase)
+    job = queue_job(session, instance, phase)
     instance.state = InstanceState.BUSY
     session.commit()
     log.info("phase queued instance_id=%s phase=%s job_id=%s", instance.id, phase, job.id)
     return job
+
+
+def snapshot_in_progress(session: Session, instance_id: int) -> Snapshot | None:
+    """The snapshot of the instance still being taken, if any."""
+    return session.scalars(
+        select(Snapshot).where(
+            Snapshot.instance_id == instance_id, Snapshot.state.in_(SNAPSHOT_IN_PROGRESS)
+        )
+    ).first()
+
+
+def refuse_while_saving(session: Session, instance: Instance, wanted: str) -> None:
+    """Raises Conflict while a snapshot of the instance is being taken."""
+    taking = snapshot_in_progress(session, instance.id)
+    if taking is not None:
+        raise Conflict(
+            f"Snapshot {taking.id} of instance {instance.id} is being taken, so the instance "
+            f"cannot {wanted} now; wait until the snapshot is ready or failed.",
+            loc=["instance_id"],
+        )
 
 
 def _check_phase(settings: Settings, instance: Instance, phase: str) -> None:
@@ -286,7 +316,7 @@ def terminate(
     for job in _active_jobs(session, instance):
         _request_cancel(job)
     if _phase_exists(settings, instance, "terminate"):
-        _queue(session, instance, "terminate")
+        queue_job(session, instance, "terminate")
         instance.state = InstanceState.TERMINATING
     elif _active_jobs(session, instance):
         instance.state = InstanceState.TERMINATING
@@ -327,8 +357,9 @@ def clean(*, session: Session, settings: Settings, actor: Principal, instance_id
     instance = get_instance(session=session, actor=actor, instance_id=instance_id)
     if instance.state not in (InstanceState.READY, InstanceState.TERMINATED):
         raise _conflict(instance, "clean")
+    refuse_while_saving(session, instance, "be cleaned")
     if _phase_exists(settings, instance, "clean"):
-        _queue(session, instance, "clean")
+        queue_job(session, instance, "clean")
         instance.state = InstanceState.CLEANING
         session.commit()
     else:
@@ -355,6 +386,7 @@ def delete_instance(
     instance = get_instance(session=session, actor=actor, instance_id=instance_id)
     if instance.state in (InstanceState.BUSY, InstanceState.TERMINATING, InstanceState.CLEANING):
         raise _conflict(instance, "be deleted")
+    refuse_while_saving(session, instance, "be deleted")
     session.delete(instance)
     session.commit()
     shutil.rmtree(instance_dir(settings, instance_id), ignore_errors=True)

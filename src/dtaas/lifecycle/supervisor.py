@@ -27,8 +27,8 @@ from dtaas.db import utcnow
 from dtaas.execution.base import EndReason, Executor, JobOutcome, JobSpec, Limits
 from dtaas.execution.local import LocalExecutor
 from dtaas.library.access import COMMON, KINDS
-from dtaas.lifecycle import service
-from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState
+from dtaas.lifecycle import service, snapshots
+from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState, Snapshot, SnapshotState
 from dtaas.security.models import User
 from dtaas.security.permissions import ROLE_PERMISSIONS, Permission
 from dtaas.twins import service as twins
@@ -68,7 +68,7 @@ def _mib(value: int | None) -> str:
     return f"{value // 1024**2} MiB" if value else "-"
 
 
-def _limits(settings: Settings, folder: Path) -> Limits:
+def _limits(settings: Settings, folder: Path, phase: str) -> Limits:
     manifest = twins.manifest_in(folder)
     resources = manifest.resources if manifest else None
     wall = settings.job_default_wall_time_seconds
@@ -81,6 +81,9 @@ def _limits(settings: Settings, folder: Path) -> Limits:
             memory = parse_memory(resources.memory)
         if resources.cpu is not None:
             cpu_seconds = max(1, int(resources.cpu * wall))
+    if phase == snapshots.SAVE_PHASE:
+        # The instance keeps running meanwhile; a save that hangs must not hold it up.
+        wall = min(wall, settings.snapshot_save_timeout_seconds)
     return Limits(
         wall_time_seconds=wall,
         memory_bytes=memory,
@@ -131,7 +134,10 @@ def build_spec(
         "DTAAS_PARAMS_FILE": f"{cwd_inside}/params.json",
         "DTAAS_COMMON_DIR": common_inside,
         "DTAAS_WORKSPACE": WORKSPACE if sandboxed else str(owner_library),
+        "DTAAS_STATE_DIR": f"{cwd_inside}/{snapshots.STATE_DIR}",
     }
+    if job.provenance.get("restore"):
+        env["DTAAS_RESTORE"] = "1"
     for name, value in instance.values.items():
         env[f"DTAAS_PARAM_{name.upper()}"] = _env_value(value)
     out, err = service.log_paths(settings, job)
@@ -150,7 +156,7 @@ def build_spec(
         env=env,
         stdout=out,
         stderr=err,
-        limits=_limits(settings, folder),
+        limits=_limits(settings, folder, job.phase),
         mounts=mounts,
         inside_cwd=cwd_inside,
     )
@@ -180,7 +186,10 @@ class Supervisor:
         sessions: sessionmaker[Session],
         executors: dict[str, Executor] | None = None,
         on_change: Callable[[Job], None] | None = None,
+        pack_in_background: bool = True,
     ) -> None:
+        """``pack_in_background=False`` packs snapshots inside ``tick`` (tests that drive
+        ticks on one connection)."""
         self.settings = settings
         self.sessions = sessions
         self.executors = executors or executors_for(settings)
@@ -188,6 +197,10 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock_file: IO[str] | None = None
+        self.pack_in_background = pack_in_background
+        self._packing: set[int] = set()
+        self._packing_lock = threading.Lock()
+        self._pack_threads: list[threading.Thread] = []
 
     # --- running ----------------------------------------------------------------------
 
@@ -242,9 +255,70 @@ class Supervisor:
             ).all():
                 self._follow(session, job)
             self._start_queued(session)
+            self._start_auto_snapshots(session)
+            waiting = session.scalars(
+                select(Snapshot.id).where(Snapshot.state == SnapshotState.ARCHIVING)
+            ).all()
+        for snapshot_id in waiting:
+            self._pack(snapshot_id)
+
+    def _pack(self, snapshot_id: int) -> None:
+        """Pack a snapshot in a thread of its own: a large working copy takes a while."""
+        if not self.pack_in_background:
+            snapshots.pack_snapshot(self.settings, self.sessions, snapshot_id)
+            return
+        with self._packing_lock:
+            if snapshot_id in self._packing:
+                return
+            self._packing.add(snapshot_id)
+
+        def run() -> None:
+            try:
+                snapshots.pack_snapshot(self.settings, self.sessions, snapshot_id)
+            except Exception:
+                log.exception("packing failed snapshot_id=%s", snapshot_id)
+            finally:
+                with self._packing_lock:
+                    self._packing.discard(snapshot_id)
+
+        thread = threading.Thread(target=run, name=f"dtaas-pack-{snapshot_id}", daemon=True)
+        self._pack_threads.append(thread)
+        thread.start()
+
+    def wait_for_packing(self, timeout: float = 60) -> None:
+        """Join the packing threads started so far (tests, shutdown)."""
+        for thread in list(self._pack_threads):
+            thread.join(timeout)
+        self._pack_threads = [t for t in self._pack_threads if t.is_alive()]
+
+    def _start_auto_snapshots(self, session: Session) -> None:
+        now = utcnow()
+        for instance in session.scalars(
+            select(Instance).where(
+                Instance.auto_snapshot_minutes.is_not(None), Instance.state == InstanceState.BUSY
+            )
+        ).all():
+            last = session.scalars(
+                select(Snapshot.created_at)
+                .where(Snapshot.instance_id == instance.id, Snapshot.auto.is_(True))
+                .order_by(Snapshot.id.desc())
+            ).first()
+            since = last or instance.updated_at
+            if (now - since).total_seconds() < 60 * (instance.auto_snapshot_minutes or 0):
+                continue
+            if service.snapshot_in_progress(session, instance.id) is not None:
+                continue
+            snapshots.start_snapshot(
+                session=session, settings=self.settings, instance=instance, auto=True
+            )
 
     def _follow(self, session: Session, job: Job) -> None:
-        executor = self.executors[job.executor]
+        executor = self.executors.get(job.executor)
+        if executor is None:
+            self._finish(
+                session, job, None, f"the executor {job.executor!r} is not available on this site"
+            )
+            return
         if job.handle is None:
             # Persisted as starting; the platform stopped before it saved the handle,
             # maybe after the job had started: the executor knows.
@@ -265,7 +339,7 @@ class Supervisor:
         outcome = executor.poll(job.handle)
         if outcome is not None:
             folder = service.working_copy(self.settings, job.instance)
-            limits = _limits(self.settings, folder) if folder.is_dir() else Limits()
+            limits = _limits(self.settings, folder, job.phase) if folder.is_dir() else Limits()
             self._finish(session, job, outcome, _describe(outcome, limits))
 
     def _finish(self, session: Session, job: Job, outcome: JobOutcome | None, reason: str) -> None:
@@ -284,6 +358,8 @@ class Supervisor:
             job.cpu_seconds = outcome.cpu_seconds
             job.max_rss_bytes = outcome.max_rss_bytes
             job.wall_seconds = outcome.wall_seconds
+        if job.phase == snapshots.SAVE_PHASE:
+            snapshots.on_save_finished(session, job)
         instance = job.instance
         remaining = [j for j in instance.jobs if j.id != job.id and j.state in service.ACTIVE]
         cleaned = False
@@ -325,8 +401,8 @@ class Supervisor:
         ).all():
             if slots <= 0:
                 return
-            if job.instance_id in busy_instances:
-                continue  # one phase at a time per instance, in order
+            if job.instance_id in busy_instances and job.phase != snapshots.SAVE_PHASE:
+                continue  # one phase at a time per instance, in order; save runs beside
             if per_user[job.owner_id] >= self.settings.jobs_max_running_per_user:
                 continue
             self._launch(session, job)
@@ -335,7 +411,17 @@ class Supervisor:
             busy_instances.add(job.instance_id)
 
     def _launch(self, session: Session, job: Job) -> None:
-        executor = self.executors[job.executor]
+        executor = self.executors.get(job.executor)
+        if executor is None:
+            job.handle = {}
+            self._finish(
+                session,
+                job,
+                None,
+                f"the executor {job.executor!r} is not available on this site "
+                f"(it has: {', '.join(self.executors)})",
+            )
+            return
         instance = job.instance
         job.state = JobState.STARTING
         session.commit()  # persist the intent: a crash now is recorded as such next tick
