@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -93,6 +93,36 @@ class Settings(BaseSettings):
     snapshot_max_bytes: int = Field(
         default=8 * 1024**3, ge=1024, description="Largest snapshot uploaded or unpacked."
     )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where jobs run unless a DT asks otherwise: this machine, or the Ray "
+        "cluster at ray_address.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster's dashboard (jobs API) URL, e.g. http://127.0.0.1:8265.",
+    )
+    ray_auth_token: SecretStr | None = Field(
+        default=None,
+        description="The token of a Ray cluster started with RAY_AUTH_MODE=token.",
+    )
+    ray_shared_dir: Path | None = Field(
+        default=None,
+        description="A directory every Ray node mounts at this same path: working copies "
+        "under it run in place and their results land in them directly; others are "
+        "uploaded, and what a job writes stays on the node.",
+    )
+    ray_max_upload_bytes: int = Field(
+        default=100 * 1024**2,
+        ge=1024,
+        le=512 * 1024**2,  # Ray's own limit for an uploaded working_dir
+        description="Largest working copy uploaded to Ray; larger ones need ray_shared_dir.",
+    )
+    ray_autoscaling: bool = Field(
+        default=False,
+        description="The cluster adds nodes on demand (e.g. KubeRay's autoscaler): a job "
+        "asking for more than any node now has waits for one instead of being refused.",
+    )
     mqtt_url: str | None = Field(default=None, description="e.g. mqtt://127.0.0.1:1883")
     amqp_url: str | None = Field(
         default=None, description="e.g. amqp://guest:guest@127.0.0.1:5672/"
@@ -144,6 +174,24 @@ class Settings(BaseSettings):
                 f"got a URL with scheme {value.split(':', 1)[0]!r}"
             )
         return value
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"ray_address {value!r} is not the dashboard's URL; use e.g. http://127.0.0.1:8265"
+            )
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _ray_executor_has_an_address(self) -> Settings:
+        if self.executor == "ray" and self.ray_address is None:
+            raise ValueError(
+                "executor is 'ray' but ray_address is not set; set DTAAS_RAY_ADDRESS to "
+                "the Ray dashboard's URL, e.g. http://127.0.0.1:8265"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

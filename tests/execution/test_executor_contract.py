@@ -2,7 +2,9 @@
 
 Each backend runs real processes. ``Backend`` hides what differs between them (how a job
 is described, where its files are); the tests only use the ``Executor`` interface and the
-persisted handle, so a Ray backend joins by adding a parameter.
+persisted handle. The Ray backend runs on a real local Ray head (one per session); tests
+of what only the local executor does (its shim, pids, rlimits) are marked ``local_only``
+and skipped for it, with the reason.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import gc
 import itertools
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,19 +21,22 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import httpx
 import psutil
 import pytest
 
 from dtaas.execution.base import EndReason, Executor, JobOutcome, JobSpec, Limits
 from dtaas.execution.local import LocalExecutor
+from dtaas.execution.ray import RayExecutor
 from tests.execution.processes import (
     assert_no_processes_of,
     kill_all,
     processes_of,
     wait_until,
 )
+from tests.execution.ray_head import RayHead
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 MARK = "DTAAS_TEST_ROOT"
@@ -46,6 +52,8 @@ class Backend:
     sandbox: str
     root: Path
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    # Whether the job's stderr ends up in its stdout file (one log, as Ray keeps it).
+    merges_stderr: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         self.executor = self.new_executor()
@@ -55,6 +63,13 @@ class Backend:
         return LocalExecutor(
             work_dir=self.root / "executor", sandbox=self.sandbox, grace_seconds=GRACE
         )
+
+    def has_ended(self, handle: dict[str, Any]) -> bool:
+        """Whether the job has ended, seen without asking the executor."""
+        return Path(handle["status"]).exists()
+
+    def close(self) -> None:
+        """Let go of what the executors hold (their jobs are the test's to end)."""
 
     def spec(self, script: str, *, limits: Limits | None = None) -> JobSpec:
         """A job running ``script`` with ``sh`` in a folder of its own."""
@@ -85,10 +100,61 @@ class Backend:
         return self.outcome(self.executor.start(spec))
 
 
-@pytest.fixture(params=["bwrap", "none"])
+@dataclass
+class RayBackend(Backend):
+    """Jobs on the session's Ray head, run in place: the test's folder is shared storage."""
+
+    head: RayHead = field(kw_only=True)
+    # Its own site per test: submission ids are per site, and the head lives on.
+    site: str = field(default_factory=lambda: secrets.token_hex(4))
+    made: list[RayExecutor] = field(default_factory=list)
+    merges_stderr: ClassVar[bool] = True
+
+    def new_executor(self) -> Executor:
+        """A fresh executor; the ones before it stop following logs, as a dead platform."""
+        self.close()
+        executor = RayExecutor(
+            address=self.head.address,
+            site_id=self.site,
+            auth_token=self.head.token,
+            shared_dir=self.root,
+            grace_seconds=GRACE,
+        )
+        self.made.append(executor)
+        return executor
+
+    def has_ended(self, handle: dict[str, Any]) -> bool:
+        answer = httpx.get(
+            f"{self.head.address}/api/jobs/{handle['submission_id']}",
+            headers=self.head.headers,
+            timeout=5,
+        )
+        return answer.json()["status"] in ("SUCCEEDED", "FAILED", "STOPPED")
+
+    def close(self) -> None:
+        for executor in self.made:
+            executor.close()
+
+
+# With pytest-xdist's --dist loadgroup, the Ray tests share one worker, so one Ray head.
+@pytest.fixture(params=["bwrap", "none", pytest.param("ray", marks=pytest.mark.xdist_group("ray"))])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield Backend(sandbox=request.param, root=tmp_path)
+    made: Backend
+    if request.param == "ray":
+        local_only = request.node.get_closest_marker("local_only")
+        if local_only is not None:
+            pytest.skip(f"local executor only: {local_only.args[0]}")
+        made = RayBackend(sandbox="none", root=tmp_path, head=request.getfixturevalue("ray_head"))
+    else:
+        made = Backend(sandbox=request.param, root=tmp_path)
+    yield made
+    made.close()
     assert_no_processes_of(tmp_path)
+
+
+def logs(backend: Backend, *, stdout: str, stderr: str) -> tuple[str, str]:
+    """The two log files of a job that wrote ``stdout`` and then ``stderr``."""
+    return (stdout + stderr, "") if backend.merges_stderr else (stdout, stderr)
 
 
 def text(path: Path) -> str:
@@ -122,8 +188,8 @@ def test_exit_status_and_output_are_recorded(backend, code, succeeded):
     assert outcome.reason == EndReason.EXITED
     assert (outcome.exit_code, outcome.signal) == (code, None)
     assert outcome.succeeded is succeeded
-    assert spec.stdout.read_text() == "to-stdout\n"
-    assert spec.stderr.read_text() == "to-stderr\n"
+    written = (spec.stdout.read_text(), spec.stderr.read_text())
+    assert written == logs(backend, stdout="to-stdout\n", stderr="to-stderr\n")
 
 
 def test_starting_a_job_leaks_no_running_popen(backend):
@@ -151,6 +217,7 @@ def test_poll_is_none_while_the_job_runs(backend):
     assert spec.stdout.read_text() == "waiting\nwent\n"
 
 
+@pytest.mark.local_only("Ray measures no usage of a job's command")
 def test_usage_is_measured(backend):
     spec = backend.spec("/usr/bin/python3 -c \"b = b'x' * (40 * 2**20); sum(range(3 * 10**6))\"")
 
@@ -185,6 +252,10 @@ def test_stop_ends_a_running_job_as_cancelled(backend):
     assert outcome.wall_seconds is not None and outcome.wall_seconds < 30
 
 
+@pytest.mark.local_only(
+    "Ray may leave the command's children running when a job is stopped as it starts "
+    "(seen once in ten runs: a `sleep` outlived it); see docs/ray.md"
+)
 def test_stop_right_after_start_reports_cancelled(backend):
     handle = backend.executor.start(backend.spec("echo ready; sleep 300"))
 
@@ -194,6 +265,7 @@ def test_stop_right_after_start_reports_cancelled(backend):
     assert outcome.reason == EndReason.CANCELLED
 
 
+@pytest.mark.local_only("Ray stops the job and its children, not orphans")
 def test_stop_kills_children_grandchildren_and_daemons(backend):
     spec = backend.spec("sleep 300 & (sleep 301 &); setsid sleep 302 & echo ready; wait")
     handle = backend.executor.start(spec)
@@ -207,6 +279,7 @@ def test_stop_kills_children_grandchildren_and_daemons(backend):
     wait_until(lambda: not processes_of(backend.root), message="every job process gone")
 
 
+@pytest.mark.local_only("Ray ends the job's process group, not processes that left it")
 def test_processes_a_job_leaves_behind_are_stopped_when_it_exits(backend):
     spec = backend.spec("(sleep 301 &); setsid sleep 302 & nohup sleep 303 >/dev/null & echo bye")
 
@@ -217,6 +290,7 @@ def test_processes_a_job_leaves_behind_are_stopped_when_it_exits(backend):
     wait_until(lambda: not processes_of(backend.root), message="every job process gone")
 
 
+@pytest.mark.local_only("the note is the shim's")
 def test_a_job_that_leaves_nothing_running_gets_no_leftover_note(backend):
     # The note is true when background processes were stopped; it must not be a race
     # with the job's own exit (e.g. bwrap's init exiting a moment after bwrap).
@@ -230,6 +304,7 @@ def test_a_job_that_leaves_nothing_running_gets_no_leftover_note(backend):
     assert notes == []
 
 
+@pytest.mark.local_only("the shim is the local executor's")
 def test_a_job_does_not_outlive_its_shim(backend):
     # The local executor's handle names the shim; were it killed (OOM killer, kill -9),
     # the job is recorded as lost, so it must not go on running unwatched.
@@ -255,10 +330,11 @@ def test_wall_time_limit_stops_the_job(backend):
 
     outcome = backend.run(spec)
 
-    assert outcome.reason == EndReason.WALL_TIME
+    assert outcome.reason == EndReason.WALL_TIME, text(spec.stderr)
     assert outcome.wall_seconds is not None and 1 <= outcome.wall_seconds < 20
 
 
+@pytest.mark.local_only("on Ray, resources are reserved, not limited")
 def test_memory_limit_stops_the_job(backend):
     allocate = (
         "import time; b = b'x' * (300 * 2**20); print('allocated', flush=True); time.sleep(300)"
@@ -274,6 +350,7 @@ def test_memory_limit_stops_the_job(backend):
     assert outcome.max_rss_bytes is not None and outcome.max_rss_bytes > 100 * MiB
 
 
+@pytest.mark.local_only("on Ray, resources are reserved, not limited")
 def test_process_limit_stops_the_job(backend):
     spec = backend.spec(
         "for i in $(seq 40); do sleep 300 & done; wait",
@@ -285,6 +362,7 @@ def test_process_limit_stops_the_job(backend):
     assert outcome.reason == EndReason.PROCESSES
 
 
+@pytest.mark.local_only("on Ray, resources are reserved, not limited")
 def test_cpu_time_limit_stops_the_job(backend):
     spec = backend.spec(
         "echo spinning; while :; do :; done",
@@ -296,6 +374,7 @@ def test_cpu_time_limit_stops_the_job(backend):
     assert outcome.reason == EndReason.CPU_TIME
 
 
+@pytest.mark.local_only("on Ray, resources are reserved, not limited")
 def test_file_size_limit_stops_the_job(backend):
     spec = backend.spec(
         "echo writing; head -c 1048576 /dev/zero > big",
@@ -333,8 +412,7 @@ def test_a_new_executor_follows_a_running_job_by_its_persisted_handle(backend):
 def test_a_new_executor_reads_the_outcome_of_a_job_that_ended_meanwhile(backend):
     spec = backend.spec("echo done; exit 4")
     handle = persisted(backend.executor.start(spec))
-    status = Path(handle["status"])
-    wait_until(status.exists, message="the job's status file")
+    wait_until(lambda: backend.has_ended(handle), message="the job's end")
 
     outcome = backend.outcome(handle, executor=backend.new_executor())
 
@@ -352,6 +430,7 @@ def test_a_new_executor_stops_a_job_by_its_persisted_handle(backend):
     assert backend.outcome(handle, executor=restarted).reason == EndReason.CANCELLED
 
 
+@pytest.mark.local_only("a local handle names a pid")
 def test_a_handle_whose_process_is_gone_without_status_is_lost(backend):
     ended = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -373,6 +452,7 @@ def test_a_handle_whose_process_is_gone_without_status_is_lost(backend):
     assert (outcome.exit_code, outcome.signal, outcome.cpu_seconds) == (None, None, None)
 
 
+@pytest.mark.local_only("a local handle names a pid")
 def test_a_reused_pid_is_not_mistaken_for_the_job(backend):
     # A live process that is not the job: same pid as the handle, another start time.
     stranger = subprocess.Popen(["sleep", "300"], env={MARK: f"{backend.root}/"})

@@ -151,7 +151,7 @@ def create_instance(
         values=effective,
         configuration_name=configuration_name,
         content_hash="",
-        executor=(manifest.executor if manifest and manifest.executor else "local"),
+        executor=(manifest.executor if manifest and manifest.executor else settings.executor),
     )
     session.add(instance)
     session.flush()

@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dtaas.config import Settings
 from dtaas.db import utcnow
+from dtaas.errors import DtaasError
 from dtaas.execution.base import EndReason, Executor, JobOutcome, JobSpec, Limits
 from dtaas.execution.local import LocalExecutor
 from dtaas.library.access import COMMON, KINDS
@@ -37,6 +39,7 @@ from dtaas.twins.manifest import parse_duration, parse_memory
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
+WARN_EVERY_SECONDS = 60.0
 WORKSPACE = "/workspace"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -53,15 +56,54 @@ _REASONS = {
 
 
 def executors_for(settings: Settings) -> dict[str, Executor]:
-    """The executors this site can use, by name."""
+    """The executors this site can use, by name: Ray too when it has a cluster."""
     work = settings.data_dir.resolve() / "executor"
-    return {
+    executors: dict[str, Executor] = {
         "local": LocalExecutor(
             work_dir=work / "local",
             sandbox=settings.sandbox,
             grace_seconds=settings.job_stop_grace_seconds,
         )
     }
+    if settings.ray_address is not None:
+        executors["ray"] = _ray_executor(settings)
+    return executors
+
+
+def _ray_executor(settings: Settings) -> Executor:
+    try:
+        # Imported here: Ray is an extra (dtaas[ray]), and slow to import.
+        from dtaas.execution.ray import RayExecutor, site_id_for
+    except ImportError as exc:
+        raise RuntimeError(
+            "DTAAS_RAY_ADDRESS is set but Ray's client is not installed: pip install 'dtaas[ray]'"
+        ) from exc
+    token = settings.ray_auth_token
+    return RayExecutor(
+        address=settings.ray_address or "",
+        site_id=site_id_for(settings.data_dir.resolve()),
+        auth_token=token.get_secret_value() if token is not None else None,
+        shared_dir=settings.ray_shared_dir,
+        max_upload_bytes=settings.ray_max_upload_bytes,
+        grace_seconds=settings.job_stop_grace_seconds,
+        autoscaling=settings.ray_autoscaling,
+    )
+
+
+def _for_ray(spec: JobSpec, folder: Path) -> JobSpec:
+    """The spec with what the manifest asks Ray to reserve; 1 CPU when it says nothing,
+    so a job never runs on a head without CPUs and an autoscaler sees it as demand."""
+    from dtaas.execution.ray import RayJobSpec, Resources
+
+    manifest = twins.manifest_in(folder)
+    asked = manifest.resources if manifest else None
+    resources = Resources(
+        cpus=asked.cpu if asked is not None and asked.cpu is not None else 1.0,
+        gpus=asked.gpu if asked is not None else None,
+        memory_bytes=parse_memory(asked.memory) if asked and asked.memory is not None else None,
+    )
+    fields = {name: getattr(spec, name) for name in JobSpec.__dataclass_fields__}
+    return RayJobSpec(**fields, resources=resources)
 
 
 def _mib(value: int | None) -> str:
@@ -136,7 +178,7 @@ def build_spec(
         "DTAAS_WORKSPACE": WORKSPACE if sandboxed else str(owner_library),
         "DTAAS_STATE_DIR": f"{cwd_inside}/{snapshots.STATE_DIR}",
     }
-    if job.provenance.get("restore"):
+    if (job.provenance or {}).get("restore"):
         env["DTAAS_RESTORE"] = "1"
     for name, value in instance.values.items():
         env[f"DTAAS_PARAM_{name.upper()}"] = _env_value(value)
@@ -198,6 +240,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._lock_file: IO[str] | None = None
         self.pack_in_background = pack_in_background
+        self._warned: dict[str, float] = {}
         self._packing: set[int] = set()
         self._packing_lock = threading.Lock()
         self._pack_threads: list[threading.Thread] = []
@@ -336,11 +379,21 @@ class Supervisor:
             executor.stop(job.handle, grace=self.settings.job_stop_grace_seconds)
             job.handle = {**job.handle, "stop_sent": True}
             session.commit()
-        outcome = executor.poll(job.handle)
+        try:
+            outcome = executor.poll(job.handle)
+        except DtaasError as exc:  # e.g. the Ray cluster is unreachable: try next tick
+            self._warn_unavailable(job.executor, exc)
+            return
         if outcome is not None:
             folder = service.working_copy(self.settings, job.instance)
             limits = _limits(self.settings, folder, job.phase) if folder.is_dir() else Limits()
             self._finish(session, job, outcome, _describe(outcome, limits))
+
+    def _warn_unavailable(self, executor: str, exc: DtaasError) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(executor, -WARN_EVERY_SECONDS) >= WARN_EVERY_SECONDS:
+            self._warned[executor] = now
+            log.warning("executor unavailable executor=%s error=%s", executor, exc)
 
     def _finish(self, session: Session, job: Job, outcome: JobOutcome | None, reason: str) -> None:
         if outcome is not None and outcome.succeeded:
@@ -435,10 +488,12 @@ class Supervisor:
             common_writable=owner is not None
             and Permission.WRITE_COMMON in ROLE_PERMISSIONS[owner.role],
         )
+        if executor.name == "ray":
+            spec = _for_ray(spec, spec.cwd)
         spec.stdout.parent.mkdir(parents=True, exist_ok=True)
         try:
             handle = executor.start(spec)
-        except OSError as exc:
+        except (OSError, DtaasError) as exc:  # DtaasError: e.g. the cluster is unreachable
             log.exception("job could not start job_id=%s", job.id)
             job.handle = {}
             self._finish(session, job, None, f"the job could not start: {exc}")
