@@ -103,7 +103,7 @@ def start_snapshot(
         owner_id=instance.owner_id,
         instance_id=instance.id,
         twin_path=instance.twin_path,
-        name=name or f"{instance.name} #{instance.id}",
+        name=name or f"{instance.name} {utcnow():%Y-%m-%d %H:%M:%S}",
         state=SnapshotState.ARCHIVING,
         auto=auto,
         uploaded=False,

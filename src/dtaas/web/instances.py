@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from dtaas.config import Settings
 from dtaas.db import SessionDep
 from dtaas.lifecycle import service as lifecycle
-from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState
+from dtaas.lifecycle import snapshots
+from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState, Snapshot
 from dtaas.security.deps import CurrentActor, SettingsDep
 from dtaas.security.permissions import Permission, Principal
 from dtaas.twins import service as twins
@@ -105,6 +106,15 @@ class Formats:
         return f"{mib:.1f} MiB" if mib < 100 else f"{mib:.0f} MiB"
 
     @staticmethod
+    def size(value: int | None) -> str:
+        if value is None:
+            return NO_VALUE
+        for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if value >= scale:
+                return f"{value / scale:.1f} {unit}"
+        return f"{value} B"
+
+    @staticmethod
     def twin_url(path: str) -> str:
         return "/twins/view?path=" + quote(path, safe="/")
 
@@ -117,7 +127,11 @@ def _phase_buttons(settings: Settings, instance: Instance) -> list[str]:
     phases = lifecycle.available_phases(settings, instance)
     if not phases:
         phases = list(dict.fromkeys(job.phase for job in instance.jobs))
-    return [phase for phase in phases if phase not in END_PHASES]
+    return [
+        phase
+        for phase in phases
+        if phase not in END_PHASES and phase not in lifecycle.PLATFORM_PHASES
+    ]
 
 
 def _live(
@@ -131,6 +145,7 @@ def _live(
 ) -> HTMLResponse:
     """The instance's state, buttons and job history, as a page or the polled fragment."""
     instance = lifecycle.get_instance(session=session, actor=actor, instance_id=instance_id)
+    saved = snapshots.list_snapshots(session=session, actor=actor, instance_id=instance_id)
     jobs = list(instance.jobs)
     active = next((job for job in reversed(jobs) if job.state in lifecycle.ACTIVE), None)
     current = active or (jobs[-1] if jobs else None)
@@ -148,6 +163,10 @@ def _live(
         active=active,
         current=current,
         allowed=Allowed.of(actor, instance, active),
+        snapshots=saved,
+        can_save=actor.has(Permission.OPERATE)
+        and instance.state in snapshots.SAVABLE
+        and not any(snapshot.state in snapshots.IN_PROGRESS for snapshot in saved),
         hint=lifecycle.ALLOWED[instance.state],
         can_operate=actor.has(Permission.OPERATE),
         fmt=Formats,
@@ -333,6 +352,57 @@ def clean(
 ) -> HTMLResponse:
     """Run clean and remove the working copy (htmx fragment: the refreshed state)."""
     lifecycle.clean(session=session, settings=settings, actor=actor, instance_id=instance_id)
+    return _live(request, session=session, settings=settings, actor=actor, instance_id=instance_id)
+
+
+@router.post("/instances/{instance_id}/snapshots", response_class=HTMLResponse)
+def save_instance(
+    request: Request,
+    instance_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: CurrentActor,
+) -> HTMLResponse:
+    """Take a snapshot (htmx fragment: the instance's refreshed state and snapshots)."""
+    snapshots.create_snapshot(
+        session=session, settings=settings, actor=actor, instance_id=instance_id
+    )
+    return _live(request, session=session, settings=settings, actor=actor, instance_id=instance_id)
+
+
+@router.post("/snapshots/{snapshot_id}/respawn")
+def respawn(
+    request: Request,
+    snapshot_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: CurrentActor,
+) -> Response:
+    """A new instance from the snapshot; the browser goes to its page."""
+    instance = snapshots.respawn(
+        session=session, settings=settings, actor=actor, snapshot_id=snapshot_id
+    )
+    return _go(request, f"/instances/{instance.id}")
+
+
+@router.delete("/snapshots/{snapshot_id}", response_class=HTMLResponse)
+def delete_snapshot(
+    request: Request,
+    snapshot_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: CurrentActor,
+) -> Response:
+    """Delete a snapshot (htmx fragment: its instance's refreshed state)."""
+    snapshot: Snapshot = snapshots.get_snapshot(
+        session=session, actor=actor, snapshot_id=snapshot_id
+    )
+    instance_id = snapshot.instance_id
+    snapshots.delete_snapshot(
+        session=session, settings=settings, actor=actor, snapshot_id=snapshot_id
+    )
+    if instance_id is None:
+        return Response(status_code=200)
     return _live(request, session=session, settings=settings, actor=actor, instance_id=instance_id)
 
 
