@@ -67,6 +67,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         demo=False,
         log_level="WARNING",
         supervisor=False,  # lifecycle tests drive Supervisor.tick() themselves
+        embedded_mqtt=False,  # tests that want the embedded broker ask for it (tests/services)
     )
 
 

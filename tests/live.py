@@ -144,6 +144,7 @@ def live_settings(data_dir: Path) -> Settings:
         log_level="WARNING",
         supervisor=True,  # queued jobs run, as in production (tests/conftest.py turns it off)
         job_stop_grace_seconds=1.0,  # a job that ignores SIGTERM is killed after a second
+        embedded_mqtt=False,  # tests that need a broker start one or use the machine's
     )
 
 

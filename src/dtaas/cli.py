@@ -46,10 +46,12 @@ from dtaas.config import Settings, get_settings
 from dtaas.errors import BackendUnavailable, DtaasError, InvalidInput, NotAuthenticated
 from dtaas.library.access import COMMON
 from dtaas.library.schemas import Entry, EntryType, SortKey
-from dtaas.lifecycle.models import InstanceState, JobState
+from dtaas.lifecycle.models import InstanceState, JobState, SnapshotState
 from dtaas.lifecycle.schemas import JobRead
 from dtaas.logs import configure_logging
 from dtaas.security.models import Role
+from dtaas.services.models import HealthStatus
+from dtaas.services.schemas import ServiceRead
 from dtaas.twins.schemas import ProblemRead
 from dtaas.twins.validate import Problem, validate_folder
 
@@ -129,6 +131,16 @@ app.add_typer(token_app, name="token")
 app.add_typer(asset_app, name="asset")
 app.add_typer(twin_app, name="twin")
 app.add_typer(instance_app, name="instance")
+snapshot_app = typer.Typer(
+    help="Snapshots of instances: save one while it runs, re-spawn it, move it elsewhere.",
+    no_args_is_help=True,
+)
+app.add_typer(snapshot_app, name="snapshot")
+service_app = typer.Typer(
+    help="Platform services (MQTT, AMQP, PostgreSQL, ...): list them and check their health.",
+    no_args_is_help=True,
+)
+app.add_typer(service_app, name="service")
 
 
 def _when(value: datetime | None) -> str:
@@ -934,8 +946,9 @@ def _exit_with(job: JobRead) -> None:
 @app.command("run")
 def run_twin(
     twin: Annotated[
-        str, typer.Argument(metavar="DT", help="A DT, e.g. common/digital_twins/hello-world.")
-    ],
+        str | None,
+        typer.Argument(metavar="[DT]", help="A DT, e.g. common/digital_twins/hello-world."),
+    ] = None,
     config: Annotated[
         str | None,
         typer.Option("--config", metavar="NAME", help="One of your saved configurations."),
@@ -959,18 +972,38 @@ def run_twin(
             "--follow/--no-follow", "-f", help="Stream the job's output; exit with its status."
         ),
     ] = False,
+    from_snapshot: Annotated[
+        int | None,
+        typer.Option(
+            "--from-snapshot",
+            metavar="ID",
+            help="Re-spawn a snapshot instead: its restore (or execute) phase continues "
+            "from the saved state.",
+        ),
+    ] = None,
 ) -> None:
-    """Deploy a DT as a new instance and run one of its phases.
+    """Deploy a DT as a new instance and run one of its phases, or re-spawn a snapshot.
 
     With --follow, the job's stdout and stderr are passed on as they come, and the
     command exits with the job's exit status (1 if it failed without one, 130 after
     Ctrl-C, which asks the job to stop).
     """
+    if (twin is None) == (from_snapshot is None):
+        raise typer.BadParameter("give either a DT or --from-snapshot ID", param_hint="DT")
+    if from_snapshot is not None and (config or params or phase != "execute"):
+        raise typer.BadParameter(
+            "a snapshot keeps its DT, values and phase; drop --config, --param and --phase",
+            param_hint="--from-snapshot",
+        )
     values = dict(_param(raw) for raw in params or [])
     with Client.from_credentials() as client:
-        handle = client.run(
-            twin_path=twin, values=values, configuration=config, phase=phase, name=name
-        )
+        if twin is None:
+            handle = client.respawn(snapshot_id=from_snapshot or 0, name=name)
+            phase = handle.job.phase
+        else:
+            handle = client.run(
+                twin_path=twin, values=values, configuration=config, phase=phase, name=name
+            )
         where = f"instance {handle.instance_id} ({handle.instance.name})"
         if not follow:
             out.print(f"Created {where}; job {handle.job_id} is queued to run {phase}.")
@@ -1132,6 +1165,155 @@ def instance_rm(instance_id: Annotated[int, typer.Argument(metavar="ID")]) -> No
     out.print(f"Instance {instance_id} deleted.")
 
 
+# --- services ---------------------------------------------------------------------------
+
+
+def _health_text(service: ServiceRead) -> str:
+    health = service.health
+    if health.status == HealthStatus.UP and health.latency_ms is not None:
+        return f"up ({health.latency_ms:.1f} ms)"
+    if health.error:
+        return f"{health.status.value}: {health.error}"
+    return health.status.value
+
+
+@service_app.command("ls")
+def service_ls() -> None:
+    """List the services with their health (checked now, or within the last seconds)."""
+    with Client.from_credentials() as client:
+        services = client.list_services()
+    table = Table("name", "kind", "source", "health", "url")
+    for service in services:
+        table.add_row(
+            service.name,
+            service.kind.value,
+            service.source,
+            _health_text(service),
+            service.url,
+        )
+    _print_table(table)
+
+
+@service_app.command("check")
+def service_check(name: Annotated[str, typer.Argument(help="A service, e.g. mqtt.")]) -> None:
+    """Check a service now; exits with 1 if it is down, so scripts can wait on it."""
+    with Client.from_credentials() as client:
+        service = client.check_service(name=name)
+    out.print(f"{service.name} ({service.kind.value}, {service.url}) is {_health_text(service)}")
+    if service.health.status != HealthStatus.UP:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the `dtaas` console script."""
     app()
+
+
+# --- snapshots -----------------------------------------------------------------------------------
+
+
+def _snapshot_size(size: int | None) -> str:
+    return "-" if size is None else _size(size)
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    instance_id: Annotated[int, typer.Argument(metavar="INSTANCE")],
+    name: Annotated[str | None, typer.Option(help="A name for the snapshot.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait until it is ready or failed.")
+    ] = True,
+) -> None:
+    """Save an instance, running or not; exits 1 if the snapshot failed."""
+    with Client.from_credentials() as client:
+        snapshot = client.create_snapshot(instance_id=instance_id, name=name)
+        if wait:
+            snapshot = client.wait_for_snapshot(snapshot_id=snapshot.id)
+    if snapshot.state == SnapshotState.FAILED:
+        err.print(f"Snapshot {snapshot.id} failed: {snapshot.reason}.")
+        raise typer.Exit(1)
+    out.print(
+        f"Snapshot {snapshot.id} of instance {instance_id} is {snapshot.state.value}"
+        + (f" ({_snapshot_size(snapshot.size_bytes)})." if snapshot.size_bytes else ".")
+    )
+
+
+@snapshot_app.command("ls")
+def snapshot_ls(
+    instance_id: Annotated[
+        int | None, typer.Option("--instance", "-i", metavar="ID", help="Of this instance only.")
+    ] = None,
+) -> None:
+    """List your snapshots, newest first, with the storage they take."""
+    with Client.from_credentials() as client:
+        found = client.list_snapshots(instance_id=instance_id)
+    table = Table("id", "name", "dt", "instance", "state", "size", "created")
+    for snapshot in found:
+        table.add_row(
+            str(snapshot.id),
+            snapshot.name,
+            snapshot.twin_path,
+            "-" if snapshot.instance_id is None else str(snapshot.instance_id),
+            snapshot.state.value + (" (auto)" if snapshot.auto else ""),
+            _snapshot_size(snapshot.size_bytes),
+            _when(snapshot.created_at),
+        )
+    _print_table(table)
+    total = sum(snapshot.size_bytes or 0 for snapshot in found)
+    err.print(f"{len(found)} snapshot(s), {_size(total)} in all.")
+
+
+@snapshot_app.command("show")
+def snapshot_show(snapshot_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Show a snapshot: its DT, values, state, checksum and the jobs it had run."""
+    with Client.from_credentials() as client:
+        snapshot = client.get_snapshot(snapshot_id=snapshot_id)
+    out.print(f"snapshot {snapshot.id}: {snapshot.name}")
+    out.print(f"dt: {snapshot.twin_path}")
+    out.print(
+        f"state: {snapshot.state.value}" + (f" ({snapshot.reason})" if snapshot.reason else "")
+    )
+    out.print(f"instance: {snapshot.instance_id if snapshot.instance_id is not None else '-'}")
+    out.print(f"size: {_snapshot_size(snapshot.size_bytes)}")
+    out.print(f"sha256: {snapshot.sha256 or '-'}")
+    out.print(f"created: {_when(snapshot.created_at)}")
+    values = snapshot.details.get("values")
+    if values is not None:
+        out.print(f"values: {json.dumps(values, sort_keys=True)}")
+    jobs = snapshot.details.get("jobs") or []
+    if jobs:
+        out.print("jobs: " + ", ".join(f"{j['id']} {j['phase']} {j['state']}" for j in jobs))
+
+
+@snapshot_app.command("download")
+def snapshot_download(
+    snapshot_id: Annotated[int, typer.Argument(metavar="ID")],
+    destination: Annotated[
+        Path | None, typer.Argument(metavar="[FILE]", help="Default: snapshot-ID.tar.zst")
+    ] = None,
+) -> None:
+    """Save a snapshot's file, checked against its sha256."""
+    target = destination or Path(f"snapshot-{snapshot_id}.tar.zst")
+    with Client.from_credentials() as client:
+        saved = client.download_snapshot(snapshot_id=snapshot_id, destination=target)
+    out.print(f"Saved snapshot {snapshot_id} as {saved} ({_size(saved.stat().st_size)}).")
+
+
+@snapshot_app.command("upload")
+def snapshot_upload(
+    source: Annotated[Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False)],
+    name: Annotated[str | None, typer.Option(help="A name for the snapshot.")] = None,
+) -> None:
+    """Upload a snapshot file made elsewhere; it is verified before it is listed."""
+    with Client.from_credentials() as client:
+        snapshot = client.upload_snapshot(source=source, name=name)
+    out.print(f"Uploaded snapshot {snapshot.id} ({snapshot.twin_path}); re-spawn it with:")
+    out.print(f"  dtaas run --from-snapshot {snapshot.id}")
+
+
+@snapshot_app.command("rm")
+def snapshot_rm(snapshot_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Delete a snapshot and its file."""
+    with Client.from_credentials() as client:
+        client.delete_snapshot(snapshot_id=snapshot_id)
+    out.print(f"Deleted snapshot {snapshot_id}.")

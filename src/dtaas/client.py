@@ -33,6 +33,7 @@ Running a digital twin::
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -66,10 +67,11 @@ from dtaas.library.schemas import (
     SortKey,
     Uploaded,
 )
-from dtaas.lifecycle.models import JobState
-from dtaas.lifecycle.schemas import InstanceDetail, InstanceRead, JobRead
+from dtaas.lifecycle.models import JobState, SnapshotState
+from dtaas.lifecycle.schemas import InstanceDetail, InstanceRead, JobRead, SnapshotRead
 from dtaas.security.models import Role
 from dtaas.security.schemas import Me, TokenCreated, TokenRead, UserRead
+from dtaas.services.schemas import ServiceRead
 from dtaas.twins.schemas import (
     ConfigurationRead,
     PlanRead,
@@ -92,6 +94,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 EXAMPLE_URL = "http://127.0.0.1:8000"
 LIBRARY = "/api/v1/library"
 TWINS = "/api/v1/twins"
+SERVICES = "/api/v1/services"
 # Bytes read from disk or the network at a time: large enough to keep the link busy,
 # small enough that a transfer's memory does not grow with the file.
 CHUNK = 256 * 1024
@@ -654,6 +657,57 @@ class Client:
             params["path"] = path
         return self._model(SearchResult, "GET", f"{LIBRARY}/search", params=params)
 
+    # --- services ------------------------------------------------------------------------
+
+    def list_services(self) -> list[ServiceRead]:
+        """Every service in the catalogue with its health, checked within a few seconds."""
+        return self._models(ServiceRead, "GET", SERVICES)
+
+    def get_service(self, *, name: str) -> ServiceRead:
+        """One service with its health.
+
+        Raises: NotFound.
+        """
+        return self._model(ServiceRead, "GET", f"{SERVICES}/{quote(name, safe='')}")
+
+    def check_service(self, *, name: str) -> ServiceRead:
+        """Check a service now, whatever result the server has cached.
+
+        Raises: NotFound.
+        """
+        return self._model(ServiceRead, "POST", f"{SERVICES}/{quote(name, safe='')}/check")
+
+    def register_service(
+        self,
+        *,
+        name: str,
+        kind: str,
+        url: str,
+        username: str | None = None,
+        password: str | None = None,
+        description: str = "",
+    ) -> ServiceRead:
+        """Add an external service to the catalogue (admins); the server encrypts the password.
+
+        Raises: InvalidInput for a bad name, kind or URL; PermissionDenied unless an admin;
+        Conflict if the name is taken.
+        """
+        body: dict[str, str] = {"name": name, "kind": kind, "url": url}
+        if username is not None:
+            body["username"] = username
+        if password is not None:
+            body["password"] = password
+        if description:
+            body["description"] = description
+        return self._model(ServiceRead, "POST", SERVICES, json=body)
+
+    def delete_service(self, *, name: str) -> None:
+        """Remove a registered service (admins).
+
+        Raises: PermissionDenied unless an admin; NotFound; Conflict for a platform service.
+        """
+        self._request("DELETE", f"{SERVICES}/{quote(name, safe='')}")
+
     # --- digital twins -------------------------------------------------------------------
 
     def list_twins(self) -> list[TwinSummary]:
@@ -890,6 +944,118 @@ class Client:
             time.sleep(pause)
             interval = min(interval * 1.5, WAIT_LAST_POLL)
 
+    # --- snapshots -----------------------------------------------------------------------
+
+    def create_snapshot(self, *, instance_id: int, name: str | None = None) -> SnapshotRead:
+        """Start saving an instance (running or not); see :meth:`wait_for_snapshot`.
+
+        Raises: PermissionDenied; NotFound; Conflict if the instance has no working copy
+        or is being saved already.
+        """
+        body = {"name": name} if name is not None else {}
+        return self._model(
+            SnapshotRead, "POST", f"/api/v1/instances/{instance_id}/snapshots", json=body
+        )
+
+    def list_snapshots(self, *, instance_id: int | None = None) -> list[SnapshotRead]:
+        """Your snapshots (of one instance if given), newest first."""
+        path = "/api/v1/snapshots"
+        if instance_id is not None:
+            path = f"/api/v1/instances/{instance_id}/snapshots"
+        return self._models(SnapshotRead, "GET", path)
+
+    def get_snapshot(self, *, snapshot_id: int) -> SnapshotRead:
+        """A snapshot and what it holds. Raises: NotFound."""
+        return self._model(SnapshotRead, "GET", f"/api/v1/snapshots/{snapshot_id}")
+
+    def wait_for_snapshot(self, *, snapshot_id: int, timeout: float | None = None) -> SnapshotRead:
+        """Block until a snapshot is ready or failed and return it (failed is not raised).
+
+        Raises: TimeoutError once ``timeout`` seconds have passed; NotFound.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = WAIT_FIRST_POLL
+        while True:
+            snapshot = self.get_snapshot(snapshot_id=snapshot_id)
+            if snapshot.state in (SnapshotState.READY, SnapshotState.FAILED):
+                return snapshot
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"Snapshot {snapshot_id} is still {snapshot.state.value} after {timeout:g} s."
+                )
+            time.sleep(interval)
+            interval = min(interval * 1.5, WAIT_LAST_POLL)
+
+    def download_snapshot(
+        self, *, snapshot_id: int, destination: Path, progress: ProgressCallback | None = None
+    ) -> Path:
+        """Save a ready snapshot's file, checked against its sha256, to ``destination``.
+
+        Raises: NotFound; Conflict unless ready; DtaasError if the bytes that arrived do
+        not match the checksum (nothing is left then).
+        """
+        expected = self.get_snapshot(snapshot_id=snapshot_id).sha256
+        partial = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
+        try:
+            with partial.open("xb") as sink:
+                self._stream_into(
+                    f"/api/v1/snapshots/{snapshot_id}/download",
+                    params={},
+                    sink=sink,
+                    progress=progress,
+                )
+            if expected is not None and _sha256_of(partial) != expected:
+                raise DtaasError(
+                    f"Snapshot {snapshot_id} arrived damaged (checksum mismatch); "
+                    "download it again."
+                )
+            partial.replace(destination)
+        finally:
+            partial.unlink(missing_ok=True)
+        return destination
+
+    def upload_snapshot(self, *, source: Path, name: str | None = None) -> SnapshotRead:
+        """Upload a snapshot file made elsewhere; the server verifies it before listing it.
+
+        Raises: InvalidInput for a damaged or unsafe file; PayloadTooLarge; PermissionDenied.
+        """
+        params = {"name": name} if name is not None else {}
+        headers = {
+            "Content-Type": "application/zstd",
+            "X-Checksum-Sha256": _sha256_of(source),
+        }
+        with source.open("rb") as body:
+            return self._model(
+                SnapshotRead,
+                "POST",
+                "/api/v1/snapshots/upload",
+                params=params,
+                content=iter(lambda: body.read(CHUNK), b""),
+                headers=headers,
+            )
+
+    def delete_snapshot(self, *, snapshot_id: int) -> None:
+        """Delete a snapshot and its file. Raises: NotFound; Conflict while it is taken."""
+        self._request("DELETE", f"/api/v1/snapshots/{snapshot_id}")
+
+    def respawn(
+        self, *, snapshot_id: int, name: str | None = None, executor: str | None = None
+    ) -> InstanceHandle:
+        """A new instance from a snapshot, continuing from its saved state.
+
+        Raises: NotFound; Conflict unless the snapshot is ready and intact.
+        """
+        body = {k: v for k, v in {"name": name, "executor": executor}.items() if v is not None}
+        instance = self._model(
+            InstanceRead, "POST", f"/api/v1/snapshots/{snapshot_id}/respawn", json=body
+        )
+        detail = self.get_instance(instance_id=instance.id)
+        if not detail.jobs:
+            raise DtaasError(
+                f"Instance {instance.id} was re-spawned but has no restore or execute phase."
+            )
+        return InstanceHandle(self, instance=instance, job=detail.jobs[-1])
+
     def _job_event(self, name: str, data: str) -> JobEvent | None:
         """An event of the job stream; None for kinds this client does not know."""
         if name not in ("log", "state", "end"):
@@ -1059,6 +1225,14 @@ class _MultipartBody:
                     raise DtaasError(f"{path} changed size while it was uploaded; upload it again.")
             yield b"\r\n"
         yield self.tail
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:

@@ -131,6 +131,22 @@ class Settings(BaseSettings):
         default=None, description="PostgreSQL for DTs (not the platform's own database)."
     )
     influxdb_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:8086")
+    embedded_mqtt: bool = Field(
+        default=True,
+        description="Without mqtt_url, start an MQTT broker on 127.0.0.1 inside the platform.",
+    )
+    embedded_mqtt_port: int = Field(
+        default=1884,  # not 1883, so it never takes the port of a real broker
+        ge=0,
+        le=65535,
+        description="Port of the embedded broker; 0 (or a busy port) picks a free one.",
+    )
+    service_check_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="How long a service's health check may take."
+    )
+    service_health_cache_seconds: float = Field(
+        default=5.0, ge=0, le=3600, description="How long a health check's result is reused."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

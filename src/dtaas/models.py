@@ -7,4 +7,5 @@ def load_all() -> None:
     """Import each domain's models so their tables join ``Base.metadata``."""
     import dtaas.lifecycle.models
     import dtaas.security.models
+    import dtaas.services.models
     import dtaas.twins.models  # noqa: F401

@@ -42,6 +42,7 @@ def shared_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         log_level="WARNING",
         # No job runs here; a supervisor would wait on the tests' SQLite write lock.
         supervisor=False,
+        embedded_mqtt=False,
     )
     shared = SharedApp(settings=settings)
     app = create_app(settings)

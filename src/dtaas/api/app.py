@@ -28,11 +28,15 @@ from dtaas.logs import configure_logging
 from dtaas.security import routes as security_routes
 from dtaas.security import service as security
 from dtaas.security.deps import MetricsReader
+from dtaas.services import broker as embedded_mqtt
+from dtaas.services import routes as services_routes
+from dtaas.services.health import HealthMonitor
 from dtaas.twins import routes as twins_routes
 from dtaas.web import instances as web_instances
 from dtaas.web import library as web_library
 from dtaas.web import pages
 from dtaas.web import routes as web_routes
+from dtaas.web import services as web_services
 from dtaas.web import twins as web_twins
 
 log = logging.getLogger(__name__)
@@ -76,7 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.supervisor = supervisor
         if settings.supervisor:
             supervisor.start()
+        mqtt_broker = embedded_mqtt.start_embedded_mqtt(settings)  # None with a real broker
         yield
+        if mqtt_broker is not None:
+            embedded_mqtt.stop_embedded_mqtt(settings, mqtt_broker)
         supervisor.stop()  # jobs go on running; the next start re-attaches them
         engine.dispose()
 
@@ -97,6 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cookie_signer = TimestampSigner(settings.signing_key(), salt="dtaas.session")
     metrics = Metrics()
     app.state.metrics = metrics
+    app.state.service_monitor = HealthMonitor(
+        timeout=settings.service_check_timeout_seconds,
+        cache_seconds=settings.service_health_cache_seconds,
+    )
 
     errors.install(app)
 
@@ -104,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(security_routes.router)
     api.include_router(library_routes.router)
     api.include_router(twins_routes.router)
+    api.include_router(services_routes.router)
     api.include_router(lifecycle_routes.router)
     api.include_router(snapshot_routes.router)
     app.include_router(api)
@@ -112,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_library.router)
     app.include_router(web_twins.router)
     app.include_router(web_instances.router)
+    app.include_router(web_services.router)
 
     @app.get("/healthz", tags=["platform"], responses={503: {"model": errors.ErrorResponse}})
     def healthz() -> JSONResponse:

@@ -33,6 +33,7 @@ from dtaas.lifecycle import service, snapshots
 from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState, Snapshot, SnapshotState
 from dtaas.security.models import User
 from dtaas.security.permissions import ROLE_PERMISSIONS, Permission
+from dtaas.services import service as services
 from dtaas.twins import service as twins
 from dtaas.twins.manifest import parse_duration, parse_memory
 
@@ -180,6 +181,12 @@ def build_spec(
     }
     if (job.provenance or {}).get("restore"):
         env["DTAAS_RESTORE"] = "1"
+    # The platform services the manifest asks for, and the instance's MQTT topic prefix.
+    env.update(
+        services.connection_env(
+            settings, manifest.services if manifest else [], instance.id, instance.owner_name
+        )
+    )
     for name, value in instance.values.items():
         env[f"DTAAS_PARAM_{name.upper()}"] = _env_value(value)
     out, err = service.log_paths(settings, job)

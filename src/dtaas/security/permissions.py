@@ -19,6 +19,7 @@ class Permission(StrEnum):
     WRITE_COMMON = "write_common"
     MANAGE_USERS = "manage_users"
     VIEW_METRICS = "view_metrics"
+    MANAGE_SERVICES = "manage_services"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

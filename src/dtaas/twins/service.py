@@ -23,6 +23,8 @@ from dtaas.library.access import COMMON, Location
 from dtaas.library.paths import HIDDEN_PREFIX
 from dtaas.library.service import read_description
 from dtaas.security.permissions import Permission, Principal, require
+from dtaas.services import service as services
+from dtaas.services.models import ServiceKind
 from dtaas.twins.manifest import MANIFEST_FILE, Manifest, check_value, parse_memory
 from dtaas.twins.models import TwinConfiguration
 from dtaas.twins.schemas import (
@@ -219,12 +221,8 @@ def validate_twin(*, settings: Settings, actor: Principal, path: str) -> Validat
 
 
 def _service_endpoint(settings: Settings, service: str) -> str | None:
-    return {
-        "mqtt": settings.mqtt_url,
-        "amqp": settings.amqp_url,
-        "postgres": settings.postgres_url,
-        "influxdb": settings.influxdb_url,
-    }.get(service)
+    # The catalogue's URL: on a laptop that is the embedded MQTT broker.
+    return services.platform_url(settings, ServiceKind(service))
 
 
 def _reachable(url: str) -> str | None:

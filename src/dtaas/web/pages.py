@@ -37,6 +37,7 @@ NAVIGATION: tuple[NavItem, ...] = (
     NavItem("Library", "/library", Permission.READ),
     NavItem("Digital Twins", "/twins", Permission.READ),
     NavItem("Instances", "/instances", Permission.READ),
+    NavItem("Services", "/services", Permission.READ),
     NavItem("Users", "/admin/users", Permission.MANAGE_USERS),
     NavItem("Account", "/account", Permission.READ),
 )

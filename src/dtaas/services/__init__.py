@@ -1,0 +1,1 @@
+"""Platform services: the catalogue, health checks, the embedded MQTT broker, connections."""

@@ -1,0 +1,41 @@
+"""Fixtures of the services tests: settings pointing at the machine's real services."""
+
+from __future__ import annotations
+
+import pytest
+from argon2 import PasswordHasher
+
+from dtaas.config import Settings
+from dtaas.security import service as security
+from dtaas.services.health import HealthMonitor
+from tests.services.support import MOSQUITTO_URL, POSTGRES_URL, RABBITMQ_URL
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared test settings plus the machine's Mosquitto, RabbitMQ and PostgreSQL."""
+    return settings.model_copy(
+        update={
+            "embedded_mqtt": False,  # tests that want the embedded broker ask for it
+            "mqtt_url": MOSQUITTO_URL,
+            "amqp_url": RABBITMQ_URL,
+            "postgres_url": POSTGRES_URL,
+            "service_check_timeout_seconds": 1.0,
+        }
+    )
+
+
+@pytest.fixture
+def monitor(settings: Settings) -> HealthMonitor:
+    return HealthMonitor(
+        timeout=settings.service_check_timeout_seconds,
+        cache_seconds=settings.service_health_cache_seconds,
+    )
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hash the test users' passwords with argon2's cheapest parameters (tokens sign in)."""
+    monkeypatch.setattr(
+        security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
