@@ -8,10 +8,13 @@ import threading
 import uuid
 
 import paho.mqtt.client as mqtt
+import psycopg
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from dtaas.lifecycle import service
+from dtaas.services import isolation
+from tests.conftest import POSTGRES_ADMIN_URL
 from tests.lifecycle.conftest import bound_sessions, write_twin
 from tests.lifecycle.test_routes import finish, new_instance, queue_phase, read_log
 from tests.lifecycle.test_snapshots import EXAMPLE
@@ -106,3 +109,34 @@ def test_the_example_simulation_publishes_telemetry_and_plots_its_results(
     assert float(rows[-1].split(",")[2]) == points[-1]["x"]
     svg = (results / "trajectory.svg").read_text()
     assert svg.startswith("<svg") and svg.count("<polyline") == 2
+
+
+def test_a_job_gets_its_own_postgres_schema_which_clean_drops(
+    client: TestClient, session: Session, make_driver, settings, as_alice, monkeypatch
+):
+    client.app.state.sessionmaker = bound_sessions(session)  # type: ignore[attr-defined]
+    monkeypatch.setattr(settings, "postgres_url", POSTGRES_ADMIN_URL)  # the API's and the jobs'
+    driver = make_driver()
+    writer = (
+        "#!/bin/bash\nset -e\n"
+        'psql "$DTAAS_POSTGRES_URL" -qAtc "CREATE TABLE readings (v float); '
+        "INSERT INTO readings VALUES (2.5); SELECT current_user, current_schema, sum(v) "
+        'FROM readings"\n'
+    )
+    twin = write_twin(
+        settings,
+        "alice/digital_twins/db-writer",
+        {"execute": writer},
+        {"dt.yaml": "manifest: 1\nname: db-writer\nservices: [postgres]\n"},
+    )
+    instance_id = new_instance(client, as_alice, twin)
+    job = finish(driver, client, as_alice, queue_phase(client, as_alice, instance_id, "execute"))
+    role = isolation.role_name(driver.supervisor.settings, instance_id)
+    cleaned = client.post(f"/api/v1/instances/{instance_id}/clean", headers=as_alice)
+    with psycopg.connect(POSTGRES_ADMIN_URL.replace("+psycopg", ""), autocommit=True) as admin:
+        left = admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+
+    assert job["state"] == "succeeded", read_log(client, as_alice, job["id"], "stderr")
+    assert read_log(client, as_alice, job["id"]) == f"{role}|{role}|2.5\n"
+    assert cleaned.status_code == 202
+    assert left == (0,)

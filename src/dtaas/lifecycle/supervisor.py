@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,6 +34,7 @@ from dtaas.lifecycle import service, snapshots
 from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState, Snapshot, SnapshotState
 from dtaas.security.models import User
 from dtaas.security.permissions import ROLE_PERMISSIONS, Permission
+from dtaas.services import isolation
 from dtaas.services import service as services
 from dtaas.twins import service as twins
 from dtaas.twins.manifest import parse_duration, parse_memory
@@ -187,6 +189,8 @@ def build_spec(
             settings, manifest.services if manifest else [], instance.id, instance.owner_name
         )
     )
+    if manifest and "postgres" in manifest.services and settings.postgres_url:
+        env["DTAAS_POSTGRES_URL"] = isolation.provision(settings, instance.id)
     for name, value in instance.values.items():
         env[f"DTAAS_PARAM_{name.upper()}"] = _env_value(value)
     out, err = service.log_paths(settings, job)
@@ -432,6 +436,7 @@ class Supervisor:
             instance.state == InstanceState.TERMINATING and not remaining
         ):
             service.mark_terminated(instance)
+            isolation.revoke(self.settings, instance.id)
         elif instance.state == InstanceState.BUSY and not remaining:
             instance.state = InstanceState.READY
         session.commit()
@@ -487,20 +492,21 @@ class Supervisor:
         session.commit()  # persist the intent: a crash now is recorded as such next tick
         sandboxed = getattr(executor, "bwrap", None) is not None
         owner = session.get(User, job.owner_id)
-        spec = build_spec(
-            self.settings,
-            instance,
-            job,
-            sandboxed=sandboxed,
-            common_writable=owner is not None
-            and Permission.WRITE_COMMON in ROLE_PERMISSIONS[owner.role],
-        )
-        if executor.name == "ray":
-            spec = _for_ray(spec, spec.cwd)
-        spec.stdout.parent.mkdir(parents=True, exist_ok=True)
         try:
+            spec = build_spec(
+                self.settings,
+                instance,
+                job,
+                sandboxed=sandboxed,
+                common_writable=owner is not None
+                and Permission.WRITE_COMMON in ROLE_PERMISSIONS[owner.role],
+            )
+            if executor.name == "ray":
+                spec = _for_ray(spec, spec.cwd)
+            spec.stdout.parent.mkdir(parents=True, exist_ok=True)
             handle = executor.start(spec)
-        except (OSError, DtaasError) as exc:  # DtaasError: e.g. the cluster is unreachable
+        except (OSError, DtaasError, psycopg.Error) as exc:
+            # DtaasError: e.g. the cluster is unreachable; psycopg: the instance's database
             log.exception("job could not start job_id=%s", job.id)
             job.handle = {}
             self._finish(session, job, None, f"the job could not start: {exc}")
