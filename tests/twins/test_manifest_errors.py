@@ -18,7 +18,7 @@ from tests.twins.support import text
 HEAD = "manifest: 1\nname: tank\n"
 TOP_KEYS = (
     "`manifest`, `name`, `description`, `version`, `parameters`, `assets`, `services`, "
-    "`resources`, `executor`, `phases`, `outputs`, `telemetry`"
+    "`resources`, `executor`, `phases`, `outputs`, `telemetry`, `serve`"
 )
 PARAMETER_KEYS = "`type`, `default`, `help`, `min`, `max`, `pattern`, `choices`, `kind`, `required`"
 PARAMETER_NAME_RULE = "use lowercase letters, digits and _, starting with a letter or _"

@@ -29,6 +29,7 @@ from dtaas.security import routes as security_routes
 from dtaas.security import service as security
 from dtaas.security.deps import MetricsReader
 from dtaas.services import broker as embedded_mqtt
+from dtaas.services import proxy as service_proxy
 from dtaas.services import routes as services_routes
 from dtaas.services.health import HealthMonitor
 from dtaas.twins import routes as twins_routes
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_twins.router)
     app.include_router(web_instances.router)
     app.include_router(web_services.router)
+    app.include_router(service_proxy.router)
 
     @app.get("/healthz", tags=["platform"], responses={503: {"model": errors.ErrorResponse}})
     def healthz() -> JSONResponse:

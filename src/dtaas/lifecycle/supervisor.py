@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import shlex
+import socket
 import threading
 import time
 from collections import Counter
@@ -138,6 +139,14 @@ def _limits(settings: Settings, folder: Path, phase: str) -> Limits:
     )
 
 
+def _free_port() -> int:
+    """A loopback port free now, for a service DT's phase to listen on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def _env_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -189,6 +198,8 @@ def build_spec(
             settings, manifest.services if manifest else [], instance.id, instance.owner_name
         )
     )
+    if manifest and manifest.serve and manifest.serve.phase == job.phase:
+        env["DTAAS_HTTP_PORT"] = str(_free_port())
     if manifest and "postgres" in manifest.services and settings.postgres_url:
         env["DTAAS_POSTGRES_URL"] = isolation.provision(settings, instance.id)
     for name, value in instance.values.items():
@@ -525,6 +536,8 @@ class Supervisor:
             },
             "sandbox": handle.get("sandbox"),
         }
+        if "DTAAS_HTTP_PORT" in spec.env:
+            job.provenance = {**job.provenance, "http_port": int(spec.env["DTAAS_HTTP_PORT"])}
         session.commit()
         log.info("job running job_id=%s phase=%s", job.id, job.phase)
         if self.on_change is not None:

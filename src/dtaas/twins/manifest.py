@@ -242,6 +242,13 @@ class PhaseOverride(ManifestModel):
     command: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
 
 
+class Serve(ManifestModel):
+    """The DT is a service: while ``phase`` runs it answers HTTP on ``$DTAAS_HTTP_PORT``
+    (127.0.0.1), and the platform proxies it at ``/services/<instance id>/``."""
+
+    phase: PhaseName = "execute"
+
+
 class TelemetryField(ManifestModel):
     """A numeric field of the DT's telemetry to chart on its Explore page."""
 
@@ -291,6 +298,11 @@ class Manifest(ManifestModel):
     phases: dict[PhaseName, PhaseOverride] = Field(default_factory=dict)
     outputs: list[OutputGlob] = Field(default_factory=list, description="Globs of result files.")
     telemetry: list[TelemetryField] = Field(default_factory=list)
+    serve: Serve | None = Field(
+        default=None,
+        description="A service DT: its phase answers HTTP on $DTAAS_HTTP_PORT, which the "
+        "platform proxies at /services/<instance id>/.",
+    )
 
     @field_validator("services")
     @classmethod
