@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: settings, a database per backend, sessions, an app client.
+"""Fixtures shared by every test: settings, a database per backend, sessions, an app client,
+and one Ray head for the session's tests of the Ray executor.
 
 Database tests run twice: on SQLite and on the machine's PostgreSQL (127.0.0.1:5432,
 database ``test``), each run in its own throw-away schema. Each test runs inside an outer
@@ -21,6 +22,8 @@ from dtaas import db
 from dtaas.api.app import create_app
 from dtaas.config import Settings
 from dtaas.security.models import Role
+from tests import xdist_groups
+from tests.execution.ray_head import RayHead, start_ray_head
 from tests.factories import make_principal, make_user
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -54,6 +57,21 @@ def engine(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     db.upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """A Ray head on loopback with token auth, started on first use, ended at the end.
+
+    One per session (it takes 5-8 s and ~0.7 GB): tests using it carry
+    ``xdist_group("ray")``, so that with ``--dist loadgroup`` they share one worker
+    (tests/xdist_groups.py makes that work under pytest 9.2).
+    """
+    head = start_ray_head()
+    try:
+        yield head
+    finally:
+        head.stop()
 
 
 @pytest.fixture
@@ -122,6 +140,11 @@ def viewer(session: Session, settings: Settings):
 @pytest.fixture
 def admin_principal(admin):
     return make_principal(admin)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests marked ``xdist_group`` share a worker again (see tests/xdist_groups.py)."""
+    config.pluginmanager.register(xdist_groups, "dtaas-xdist-groups")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -182,9 +182,12 @@ def closed_port_url() -> Iterator[str]:
 
 
 @contextmanager
-def run_live_server(data_dir: Path) -> Iterator[LiveServer]:
-    """Migrate a new site in ``data_dir``, create its admin and serve it until the block ends."""
-    settings = live_settings(data_dir)
+def run_live_server(data_dir: Path, **changes: object) -> Iterator[LiveServer]:
+    """Migrate a new site in ``data_dir``, create its admin and serve it until the block ends.
+
+    ``changes``: settings other than ``live_settings``'s, e.g. a Ray cluster's.
+    """
+    settings = live_settings(data_dir).model_copy(update=changes)
     prepare(settings)
     engine = db.make_engine(settings)
     sessions = db.make_sessionmaker(engine)

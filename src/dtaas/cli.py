@@ -1049,12 +1049,13 @@ def instance_show(instance_id: Annotated[int, typer.Argument(metavar="ID")]) -> 
     if not instance.jobs:
         out.print("jobs: none yet")
         return
-    table = Table("job", "phase", "state", "exit", "started", "ended", "reason")
+    table = Table("job", "phase", "state", "executor", "exit", "started", "ended", "reason")
     for job in instance.jobs:
         table.add_row(
             str(job.id),
             job.phase,
             job.state.value,
+            job.executor,
             "-" if job.exit_code is None else str(job.exit_code),
             _when(job.started_at),
             _when(job.ended_at),

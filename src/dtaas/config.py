@@ -147,6 +147,18 @@ class Settings(BaseSettings):
     service_health_cache_seconds: float = Field(
         default=5.0, ge=0, le=3600, description="How long a health check's result is reused."
     )
+    telemetry_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=36500,
+        description="Telemetry points older than this are deleted; 0 keeps them forever.",
+    )
+    telemetry_batch_points: int = Field(
+        default=2000, ge=1, le=100_000, description="Telemetry points written per batch."
+    )
+    telemetry_flush_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Longest a telemetry point waits to be written."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -325,6 +325,10 @@ def test_a_job_does_not_outlive_its_shim(backend):
 # --- limits -----------------------------------------------------------------------------
 
 
+@pytest.mark.local_only(
+    "Ray may leave the command's children running when it stops a job (a `sleep` outlived "
+    "a wall-time stop under load); see docs/ray.md"
+)
 def test_wall_time_limit_stops_the_job(backend):
     spec = backend.spec("echo started; sleep 300", limits=Limits(wall_time_seconds=1))
 

@@ -3,6 +3,11 @@
 The test's ``session`` runs inside an outer transaction that is rolled back; the
 supervisor works on the same connection (each tick in a savepoint of its own), so the
 API and the supervisor see each other's commits and everything is still rolled back.
+
+The site's executor is the ``executor`` fixture: ``local`` unless a module parametrises it
+over ``EXECUTORS`` (``pytestmark = on_every_executor``), which runs its tests on the local
+executor and on the session's Ray head (on SQLite only). Tests of what only the local
+executor does are marked ``local_only(reason)`` and skipped for Ray.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TypeVar
 
 import pytest
 from argon2 import PasswordHasher
+from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
 from dtaas.config import Settings
@@ -27,6 +33,9 @@ T = TypeVar("T")
 
 API = "/api/v1"
 STOP_GRACE_SECONDS = 1.0
+# With pytest-xdist's --dist loadgroup, the Ray runs share one worker, so one Ray head.
+EXECUTORS = ["local", pytest.param("ray", marks=pytest.mark.xdist_group("ray"))]
+on_every_executor = pytest.mark.parametrize("executor", EXECUTORS, indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +43,53 @@ def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hash passwords with argon2's cheapest parameters; tokens authenticate every request."""
     monkeypatch.setattr(
         security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
+
+
+@pytest.fixture
+def executor(request: pytest.FixtureRequest) -> str:
+    """Where the site runs its jobs: ``local``, or ``ray`` where a module asks for both."""
+    name: str = getattr(request, "param", "local")
+    if name != "ray":
+        return name
+    local_only = request.node.get_closest_marker("local_only")
+    if local_only is not None:
+        pytest.skip(f"local executor only: {local_only.args[0]}")
+    return name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run Ray on SQLite only: a Ray job takes ~2 s, and the database is not what the
+    executor changes (the local runs cover PostgreSQL)."""
+    ray_on_postgresql = [
+        item
+        for item in items
+        if (callspec := getattr(item, "callspec", None)) is not None
+        and callspec.params.get("executor") == "ray"
+        and callspec.params.get("database_url") == "postgresql"
+    ]
+    if ray_on_postgresql:
+        config.hook.pytest_deselected(items=ray_on_postgresql)
+        items[:] = [item for item in items if item not in ray_on_postgresql]
+
+
+@pytest.fixture
+def settings(settings: Settings, executor: str, request: pytest.FixtureRequest) -> Settings:
+    """The test's site, running its jobs on ``executor``.
+
+    On Ray the data directory is the shared directory, as a site whose Ray nodes mount it:
+    jobs run in their working copies in place, so what they write lands there.
+    """
+    if executor == "local":
+        return settings
+    head = request.getfixturevalue("ray_head")
+    return settings.model_copy(
+        update={
+            "executor": "ray",
+            "ray_address": head.address,
+            "ray_auth_token": SecretStr(head.token),
+            "ray_shared_dir": settings.data_dir.resolve(),
+        }
     )
 
 
@@ -98,15 +154,23 @@ def bound_sessions(session: Session) -> sessionmaker[Session]:
 def make_driver(settings: Settings, session: Session) -> Iterator[Callable[..., Driver]]:
     """``make_driver(**setting_changes)``: a supervisor for this test's site."""
 
+    made: list[Supervisor] = []
+
     def make(**changes: object) -> Driver:
         supervisor = Supervisor(
             settings=supervisor_settings(settings, **changes),
             sessions=bound_sessions(session),
             pack_in_background=False,
         )
+        made.append(supervisor)
         return Driver(supervisor=supervisor, session=session)
 
     yield make
+    for supervisor in made:
+        for executor in supervisor.executors.values():
+            close = getattr(executor, "close", None)  # the Ray executor's log streams
+            if close is not None:
+                close()
     assert_no_processes_of(settings.data_dir.resolve())
 
 

@@ -1,7 +1,8 @@
 """Recovery: jobs outlive a killed platform and are recorded after its restart; no orphans.
 
 The acceptance tests run the real ``dtaas serve`` (``tests/lifecycle/server.py``) and
-SIGKILL it; the tests of one supervisor tick run in-process on both databases.
+SIGKILL it, with local jobs and with jobs on the session's Ray head; the tests of one
+supervisor tick run in-process on both databases.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.execution.processes import (
     shims_of,
     wait_until,
 )
+from tests.execution.ray_head import RayHead
 from tests.lifecycle.conftest import (
     API,
     bound_sessions,
@@ -113,6 +115,12 @@ def log_of(api: httpx.Client, job_id: int) -> str:
     response = api.get(f"{API}/jobs/{job_id}/logs", params={"stream": "stdout"})
     assert response.status_code == 200, response.text
     return response.text
+
+
+def ended(api: httpx.Client, job_id: int) -> dict[str, Any] | None:
+    """The job once it has ended."""
+    job = job_of(api, job_id)
+    return job if job["state"] in TERMINAL else None
 
 
 def states(api: httpx.Client, jobs: list[tuple[int, int]]) -> list[str]:
@@ -210,6 +218,80 @@ def test_fifty_jobs_at_once_finish_within_the_per_user_limit(site, database):
                     assert log_of(api, job_id) == f"instance {instance_id}\njob {job_id}\n"
         finally:
             sampler.dispose()
+
+
+# Prints five lines, waits for go/1 in its owner's library, prints five more while the
+# platform is down, waits for go/2, prints five more and writes its result into its
+# working copy. At most 90 s per wait.
+RAY_JOB = """#!/bin/bash
+lines() { for i in $(seq "$1" "$2"); do echo "line $i"; sleep 0.1; done; }
+wait_for() {
+  for i in $(seq 1800); do [ -e "$DTAAS_WORKSPACE/data/go/$1" ] && return; sleep 0.05; done
+}
+lines 1 5
+wait_for 1
+lines 6 10
+wait_for 2
+lines 11 15
+mkdir -p output
+echo "result of job $DTAAS_JOB_ID" > output/result.txt
+"""
+
+
+@pytest.mark.xdist_group("ray")
+def test_a_ray_job_is_reattached_after_a_killed_platform_with_its_whole_log_and_result(
+    site, ray_head: RayHead
+):
+    with (
+        contextlib.ExitStack() as stack,
+        server_process(
+            site,
+            DTAAS_EXECUTOR="ray",
+            DTAAS_RAY_ADDRESS=ray_head.address,
+            DTAAS_RAY_AUTH_TOKEN=ray_head.token,
+            # Shared storage, as a site whose Ray nodes mount its data directory.
+            DTAAS_RAY_SHARED_DIR=str(site.resolve()),
+            DTAAS_JOB_STOP_GRACE_SECONDS="1",
+            DTAAS_EMBEDDED_MQTT="false",
+        ) as server,
+    ):
+        twin = write_twin_on(site, "ray-writer", RAY_JOB)
+        go = site / "files" / "alice" / "data" / "go"
+        go.mkdir()
+        for gate in ("1", "2"):  # whatever happens, the job ends
+            stack.callback((go / gate).touch)
+        with alice_client(server) as api:
+            [(instance_id, job_id)] = start_jobs(api, twin, 1)
+            wait_until(
+                lambda: log_of(api, job_id).endswith("line 5\n"),
+                message="the Ray job printing its first five lines",
+            )
+            assert job_of(api, job_id)["executor"] == "ray"
+
+        server.kill()
+        (go / "1").touch()  # five lines more while nobody follows the job's log
+        copy = site / "instances" / str(instance_id) / "dt"
+
+        server.start()
+        with alice_client_again(server, api.headers["Authorization"]) as api:
+            wait_until(
+                lambda: log_of(api, job_id).endswith("line 10\n"),
+                message="the lines printed meanwhile arriving",
+            )
+            assert job_of(api, job_id)["state"] == "running"  # re-attached, not failed
+            (go / "2").touch()
+            job = wait_until(lambda: ended(api, job_id), message="the re-attached Ray job recorded")
+            log = log_of(api, job_id)
+            instance = api.get(f"{API}/instances/{instance_id}").json()
+
+    assert (job["state"], job["exit_code"], job["reason"]) == (
+        "succeeded",
+        0,
+        "exited with status 0",
+    )
+    assert log == "".join(f"line {i}\n" for i in range(1, 16))
+    assert (copy / "output" / "result.txt").read_text() == f"result of job {job_id}\n"
+    assert instance["state"] == "ready"
 
 
 def write_twin_on(site: Path, name: str, execute: str) -> str:

@@ -180,6 +180,7 @@ def test_alice_deploys_hello_world_and_runs_its_lifecycle_by_button(
     ]
     execute_row = page.locator("#instance-jobs tr.job-row[data-phase='execute']")
     expect(execute_row.locator("td[data-label='Exit']")).to_have_text("0")
+    expect(execute_row.locator("td[data-label='Executor']")).to_have_text("local")
     expect(execute_row.locator("td[data-label='Reason']")).to_have_text("exited with status 0")
     expect(execute_row.locator("td[data-label='Wall']")).to_have_text(re.compile(r"^\d+\.\d+ s$"))
 

@@ -12,7 +12,7 @@ from tests.web.conftest import DESKTOP, PHONE, Server, sign_in
 
 pytestmark = pytest.mark.browser
 
-PAGES = {"home": "/", "account": "/account", "users": "/admin/users"}
+PAGES = {"home": "/", "account": "/account", "users": "/admin/users", "cluster": "/admin/cluster"}
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])

@@ -19,6 +19,7 @@ from dtaas import db
 from dtaas.api import errors
 from dtaas.api.middleware import BodyLimitMiddleware, Metrics, RequestContextMiddleware
 from dtaas.config import Settings, get_settings
+from dtaas.execution import routes as execution_routes
 from dtaas.library import routes as library_routes
 from dtaas.library import service as library
 from dtaas.lifecycle import routes as lifecycle_routes
@@ -30,9 +31,13 @@ from dtaas.security import service as security
 from dtaas.security.deps import MetricsReader
 from dtaas.services import broker as embedded_mqtt
 from dtaas.services import proxy as service_proxy
+from dtaas.services import results_routes, telemetry_routes
 from dtaas.services import routes as services_routes
+from dtaas.services import telemetry as telemetry_ingest
 from dtaas.services.health import HealthMonitor
 from dtaas.twins import routes as twins_routes
+from dtaas.web import cluster as web_cluster
+from dtaas.web import explore as web_explore
 from dtaas.web import instances as web_instances
 from dtaas.web import library as web_library
 from dtaas.web import pages
@@ -79,10 +84,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("dtaas started database=%s", engine.url.get_backend_name())
         supervisor = Supervisor(settings=settings, sessions=app.state.sessionmaker)
         app.state.supervisor = supervisor
-        if settings.supervisor:
-            supervisor.start()
+        # Only the process that wins the supervisor's lock (one per site) ingests telemetry:
+        # two subscribers would store every point twice.
+        supervising = settings.supervisor and supervisor.start()
         mqtt_broker = embedded_mqtt.start_embedded_mqtt(settings)  # None with a real broker
+        ingestor = (
+            telemetry_ingest.start_telemetry(settings, engine, registry=metrics.registry)
+            if supervising
+            else None
+        )
         yield
+        if ingestor is not None:
+            ingestor.stop()
         if mqtt_broker is not None:
             embedded_mqtt.stop_embedded_mqtt(settings, mqtt_broker)
         supervisor.stop()  # jobs go on running; the next start re-attaches them
@@ -117,16 +130,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(library_routes.router)
     api.include_router(twins_routes.router)
     api.include_router(services_routes.router)
+    api.include_router(telemetry_routes.router)
+    api.include_router(results_routes.router)
     api.include_router(lifecycle_routes.router)
     api.include_router(snapshot_routes.router)
+    api.include_router(execution_routes.router)
     app.include_router(api)
     app.include_router(library_routes.graphql_router, responses=errors.ERROR_RESPONSES)
     app.include_router(web_routes.router)
+    app.include_router(web_cluster.router)
     app.include_router(web_library.router)
     app.include_router(web_twins.router)
     app.include_router(web_instances.router)
     app.include_router(web_services.router)
     app.include_router(service_proxy.router)
+    app.include_router(web_explore.router)
 
     @app.get("/healthz", tags=["platform"], responses={503: {"model": errors.ErrorResponse}})
     def healthz() -> JSONResponse:

@@ -1,12 +1,12 @@
-"""Tables of the services domain: external services an admin registered."""
+"""Tables of the services domain: external services an admin registered, telemetry points."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
 
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy import Enum as SqlEnum
-from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dtaas.db import Base, UtcDateTime, utcnow
@@ -58,3 +58,29 @@ class RegisteredService(Base):
     @property
     def has_password(self) -> bool:
         return self.password_encrypted is not None
+
+
+class TelemetryPoint(Base):
+    """One value of one field of an instance's telemetry, as received over MQTT.
+
+    ``ts`` is epoch seconds (double precision) rather than a timestamp column: bucketing
+    for downsampling is then plain arithmetic that SQLite and PostgreSQL do alike. ``id``
+    grows with insertion, so a live stream asks for ``id > last`` whatever the points'
+    own (possibly late or out-of-order) timestamps.
+    """
+
+    __tablename__ = "telemetry_point"
+    __table_args__ = (
+        Index("ix_telemetry_point_series", "instance_id", "field", "ts"),
+        # Ids never reused on SQLite either (a stream resumes after the last id it saw).
+        {"sqlite_autoincrement": True},
+    )
+
+    # INTEGER on SQLite makes it the rowid: no second index, inserts stay cheap.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id", ondelete="CASCADE"))
+    field: Mapped[str] = mapped_column(String(128))
+    ts: Mapped[float] = mapped_column(Float(precision=53))
+    value: Mapped[float] = mapped_column(Float(precision=53))

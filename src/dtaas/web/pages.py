@@ -39,6 +39,7 @@ NAVIGATION: tuple[NavItem, ...] = (
     NavItem("Instances", "/instances", Permission.READ),
     NavItem("Services", "/services", Permission.READ),
     NavItem("Users", "/admin/users", Permission.MANAGE_USERS),
+    NavItem("Cluster", "/admin/cluster", Permission.VIEW_METRICS),
     NavItem("Account", "/account", Permission.READ),
 )
 
