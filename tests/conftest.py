@@ -59,18 +59,33 @@ def engine(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def ray_head() -> Iterator[RayHead]:
-    """A Ray head on loopback with token auth, started on first use, ended at the end.
+class _Ray:
+    """The worker's Ray head while Ray tests run (see ``ray_head``)."""
 
-    One per session (it takes 5-8 s and ~0.7 GB): tests using it carry
-    ``xdist_group("ray")``, so that with ``--dist loadgroup`` they share one worker
-    (tests/xdist_groups.py makes that work under pytest 9.2).
+    head: RayHead | None = None
+
+
+def _uses_ray(item: pytest.Item | None) -> bool:
+    marker = item.get_closest_marker("xdist_group") if item is not None else None
+    return marker is not None and marker.args[:1] == ("ray",)
+
+
+@pytest.fixture
+def ray_head() -> RayHead:
+    """A Ray head on loopback with token auth, started on first use and shared by the Ray
+    tests that follow; stopped once the next test is not one (an idle head costs about half
+    a CPU, and ~0.7 GB). Ray tests carry ``xdist_group("ray")``, so that with
+    ``--dist loadgroup`` they run one after another on one worker (tests/xdist_groups.py
+    makes that work under pytest 9.2).
     """
-    head = start_ray_head()
-    try:
-        yield head
-    finally:
+    if _Ray.head is None:
+        _Ray.head = start_ray_head()
+    return _Ray.head
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _Ray.head is not None and not _uses_ray(nextitem):
+        head, _Ray.head = _Ray.head, None
         head.stop()
 
 

@@ -323,7 +323,7 @@ def test_instance_ls_and_show_list_instances_and_their_jobs(
         "values: {}",
     ]
     job = [cell.strip() for cell in lines[-2].strip("│ ").split("│")]
-    assert job[:4] == ["1", "execute", "succeeded", "0"]
+    assert job[:5] == ["1", "execute", "succeeded", "local", "0"]
     assert job[-1] == "exited with status 0"
 
 
