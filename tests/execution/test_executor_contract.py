@@ -315,7 +315,9 @@ def test_a_job_does_not_outlive_its_shim(backend):
     os.kill(handle["pid"], signal.SIGKILL)
     outcome = backend.outcome(handle)
     try:
-        wait_until(lambda: not processes_of(backend.root), timeout=5, message="no job process left")
+        wait_until(
+            lambda: not processes_of(backend.root), timeout=15, message="no job process left"
+        )
     finally:
         kill_all(processes_of(backend.root))
 
