@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,12 +115,17 @@ def _wait_until_healthy(server: Server) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``scripts/start --port <free port>`` on a fresh data directory, as a first start."""
+@contextmanager
+def start_platform(data_dir: Path, **settings: str) -> Iterator[Server]:
+    """``scripts/start --port <free port>`` on an empty data directory, as a first start.
+
+    ``settings`` are ``DTAAS_*`` variables beyond the data directory (e.g. ``MQTT_URL``);
+    none of the caller's own ``DTAAS_*`` variables leak in.
+    """
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("DTAAS_")}
-    env["DTAAS_DATA_DIR"] = str(tmp_path_factory.mktemp("dtaas-data"))
+    env["DTAAS_DATA_DIR"] = str(data_dir)
+    env.update({f"DTAAS_{name}": value for name, value in settings.items()})
     env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(
         ["scripts/start", "--port", str(port)],
@@ -153,6 +159,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         reader.join(timeout=STOP_GRACE_SECONDS)
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The platform as the README's first command starts it (embedded defaults)."""
+    with start_platform(tmp_path_factory.mktemp("dtaas-data")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
