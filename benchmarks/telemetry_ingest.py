@@ -46,12 +46,15 @@ from dataclasses import dataclass
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+
+from dtaas.config import Settings
+from dtaas.services import mqtt_names
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -101,9 +104,12 @@ def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> An
     return value
 
 
-def host_port(url: str) -> tuple[str, int]:
+def connect(client: mqtt.Client, url: str) -> None:
+    """Connect ``client`` to the broker at ``url``, signing in with the URL's account."""
     parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 1883
+    if parts.username:
+        client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
+    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
 
 
 # --- publishers (their own processes: one Python process cannot saturate a broker) -------
@@ -114,10 +120,9 @@ def publish_process(
 ) -> None:
     """Publish ``count`` QoS 0 messages of ``fields`` numbers to ``topic`` once ``go`` is set,
     at most ``rate`` a second (0: as fast as possible)."""
-    host, port = host_port(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}")
     client.max_queued_messages_set(0)  # unbounded: paho queues while the socket is busy
-    client.connect(host, port)
+    connect(client, url)
     client.loop_start()
     go.wait()
     info = None
@@ -223,7 +228,6 @@ class Load:
 def measure_broker(url: str, load: Load) -> tuple[int, float]:
     """Messages received by one paho subscriber, and the seconds they took."""
     run = uuid.uuid4().hex[:8]
-    host, port = host_port(url)
     received = 0
     last_at = 0.0
     lock = threading.Lock()
@@ -238,13 +242,15 @@ def measure_broker(url: str, load: Load) -> tuple[int, float]:
     subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{run}")
     subscriber.on_message = on_message
     subscriber.on_subscribe = lambda *_args: subscribed.set()
-    subscriber.connect(host, port)
+    connect(subscriber, url)
     subscriber.loop_start()
     try:
-        subscriber.subscribe(f"bench/{run}/#", qos=0)
+        # Below dtaas/ (the embedded broker's platform account may use nothing else), one level
+        # short of dtaas/<user>/<instance>/, so the platform's telemetry ingester ignores them.
+        topics = [f"dtaas/bench-{run}-{n}" for n in range(load.publishers)]
+        subscriber.subscribe([(topic, 0) for topic in topics])
         if not subscribed.wait(10):
             raise SystemExit(f"the broker at {url} did not acknowledge the subscription")
-        topics = [f"bench/{run}/{n}" for n in range(load.publishers)]
         with publishers(url, topics, load.messages, load.fields, load.rate) as running:
             started = running.fire()
             got = progress_until(lambda: received, load.messages, timeout=load.timeout)
@@ -269,6 +275,11 @@ class Site:
         self.mqtt_url = mqtt_url
         self.database_url = database_url
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The server's settings as far as its secrets go (they live in its data directory)."""
+        return Settings(data_dir=self.data, secret_key=None)
 
     def start(self, *, flush_seconds: float) -> str:
         """Start the server; returns the admin's one-time demo password."""
@@ -402,10 +413,16 @@ def running_site(
             site.stop()
 
 
-def broker_of(client: httpx.Client) -> str:
-    """The MQTT URL the site's jobs get (the embedded broker's, if that is what it runs)."""
-    url: str = client.get(f"{API}/services/mqtt").json()["url"]
-    return url
+def broker_of(site: Site, client: httpx.Client) -> str:
+    """The site's MQTT broker; the embedded one with the platform's own account (it takes
+    no anonymous clients), whose password is derived from the site's secret."""
+    service = client.get(f"{API}/services/mqtt").json()
+    url: str = service["url"]
+    if service["username"] != mqtt_names.platform_username(site.settings):
+        return url
+    password = quote(mqtt_names.platform_password(site.settings), safe="")
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{service['username']}:{password}@{parts.netloc}"))
 
 
 def new_instance(client: httpx.Client, twin: str) -> int:
@@ -426,7 +443,7 @@ def measure_platform(
     topics = [
         f"dtaas/{user}/{new_instance(client, twin)}/telemetry" for _ in range(load.publishers)
     ]
-    url = broker_of(client)
+    url = broker_of(site, client)
     before = site.count_points()
     target = before + load.messages * load.fields
     with publishers(url, topics, load.messages, load.fields, load.rate) as running:
@@ -445,14 +462,14 @@ def measure_platform(
     return got, stored_at - started
 
 
-def measure_latency(client: httpx.Client, user: str, *, samples: int) -> list[float]:
+def measure_latency(site: Site, client: httpx.Client, user: str, *, samples: int) -> list[float]:
     """Milliseconds from publishing one message until the API returns its point."""
     instance_id = new_instance(client, f"{user}/digital_twins/bench")
-    host, port = host_port(broker_of(client))
+    url = broker_of(site, client)
     publisher = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"bench-lat-{uuid.uuid4().hex[:8]}"
     )
-    publisher.connect(host, port)
+    connect(publisher, url)
     publisher.loop_start()
     timings: list[float] = []
     try:
@@ -537,7 +554,7 @@ def main() -> None:
         database_url=options.database_url,
         flush_seconds=options.flush_seconds,
     ) as (site, client, user, admin_headers):
-        broker = broker_of(client)
+        broker = broker_of(site, client)
         pace = f"{options.rate:g} messages/s" if options.rate else "flat out"
         write(
             f"broker {broker}; {options.publishers} publisher processes, {pace}; "
@@ -549,7 +566,7 @@ def main() -> None:
         points, seconds = measure_platform(site, client, user, load)
         counters = telemetry_counters(site, admin_headers)
         write(f"3/3 publish→queryable latency ({options.samples} samples) ...")
-        latencies = measure_latency(client, user, samples=options.samples)
+        latencies = measure_latency(site, client, user, samples=options.samples)
         backend = "PostgreSQL" if options.database_url else "SQLite"
 
     report(options, raw_got, raw_seconds, points, seconds, latencies, counters, backend)

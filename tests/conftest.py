@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
@@ -21,10 +22,12 @@ from sqlalchemy.orm import Session
 from dtaas import db
 from dtaas.api.app import create_app
 from dtaas.config import Settings
+from dtaas.security import service as security
 from dtaas.security.models import Role
 from tests import xdist_groups
 from tests.execution.ray_head import RayHead, start_ray_head
 from tests.factories import make_principal, make_user
+from tests.rabbitmq import RabbitNode, start_rabbitmq_node
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "DTAAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -87,6 +90,27 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if _Ray.head is not None and not _uses_ray(nextitem):
         head, _Ray.head = _Ray.head, None
         head.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node() -> Iterator[RabbitNode]:
+    """A private RabbitMQ node with the management API (tests/rabbitmq.py), started on first
+    use and stopped at the end of the run; idle, it costs little. Tests that use it carry
+    ``xdist_group("rabbitmq")``, so that with ``--dist loadgroup`` one worker runs them all
+    on one node.
+    """
+    node = start_rabbitmq_node()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hash passwords with argon2's cheapest parameters: each user a test makes would
+    otherwise cost a real hash (~0.1 CPU-s). tests/security keeps the real parameters."""
+    monkeypatch.setattr(
+        security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
 
 
 @pytest.fixture

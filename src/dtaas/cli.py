@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from dtaas.accounting.schemas import StorageRead, parse_quota_mb
 from dtaas.client import (
     EXAMPLE_URL,
     Client,
@@ -141,6 +142,8 @@ service_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(service_app, name="service")
+quota_app = typer.Typer(help="Storage quotas of users (admins).", no_args_is_help=True)
+app.add_typer(quota_app, name="quota")
 
 
 def _when(value: datetime | None) -> str:
@@ -424,6 +427,75 @@ def token_revoke(token_id: Annotated[int, typer.Argument()]) -> None:
     with Client.from_credentials() as client:
         token = client.revoke_token(token_id=token_id)
     out.print(f"Token {token.id} ({token.name}) revoked.")
+
+
+# --- storage and quotas -----------------------------------------------------------------
+
+
+def _quota_text(storage: StorageRead) -> str:
+    size = "unlimited" if storage.quota_mb is None else f"{storage.quota_mb} MiB"
+    source = "site default" if storage.quota_source == "site" else f"set for {storage.username}"
+    return f"{size}, {source}"
+
+
+@app.command()
+def storage(
+    username: Annotated[
+        str | None, typer.Argument(help="Another user's storage (admins).", show_default=False)
+    ] = None,
+) -> None:
+    """Show what you store (library, instances, snapshots) against your quota."""
+    with Client.from_credentials() as client:
+        used = client.get_storage(username=username)
+    if used.quota_bytes is None:
+        summary = f"{_size(used.used_bytes)} used"
+    else:
+        summary = (
+            f"{_size(used.used_bytes)} of {_size(used.quota_bytes)} used, "
+            f"{_size(used.free_bytes or 0)} free" + (", over the quota" if used.over_quota else "")
+        )
+    out.print(f"{used.username}: {summary} (quota: {_quota_text(used)})")
+    for part, size in (
+        ("library", used.library_bytes),
+        ("instances", used.instances_bytes),
+        ("snapshots", used.snapshots_bytes),
+    ):
+        out.print(f"  {part:<10} {_size(size):>10}")
+
+
+@quota_app.command("ls")
+def quota_ls() -> None:
+    """List every user's storage and quota."""
+    with Client.from_credentials() as client:
+        found = client.list_storage()
+    table = Table("username", "library", "instances", "snapshots", "used", "quota")
+    for used in found:
+        table.add_row(
+            used.username,
+            _size(used.library_bytes),
+            _size(used.instances_bytes),
+            _size(used.snapshots_bytes),
+            _size(used.used_bytes) + (" (over)" if used.over_quota else ""),
+            _quota_text(used),
+        )
+    _print_table(table)
+
+
+@quota_app.command("set")
+def quota_set(
+    username: Annotated[str, typer.Argument(metavar="USER")],
+    quota: Annotated[
+        str, typer.Argument(metavar="MB|none", help="Whole MiB, or none for the site default.")
+    ],
+) -> None:
+    """Give a user their own storage quota, or return them to the site default."""
+    quota_mb = parse_quota_mb(quota)
+    with Client.from_credentials() as client:
+        used = client.set_quota(username=username, quota_mb=quota_mb)
+    out.print(
+        f"{used.username}'s quota: {_quota_text(used)}; {_size(used.used_bytes)} used"
+        + (", over the quota." if used.over_quota else ".")
+    )
 
 
 # --- library assets ---------------------------------------------------------------------

@@ -50,6 +50,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
+from dtaas.accounting.schemas import StorageRead
 from dtaas.errors import (
     ERROR_TYPES,
     BackendUnavailable,
@@ -458,6 +459,34 @@ class Client:
         return self._model(
             UserRead, "PATCH", f"/api/v1/users/{quote(username, safe='')}", json=body
         )
+
+    # --- storage and quotas --------------------------------------------------------------
+
+    def get_storage(self, *, username: str | None = None) -> StorageRead:
+        """What you (or, for admins, ``username``) store, by part, against the quota.
+
+        Raises: PermissionDenied for another user's unless you are an admin; NotFound.
+        """
+        if username is None:
+            return self._model(StorageRead, "GET", "/api/v1/accounting/storage")
+        path = f"/api/v1/accounting/storage/{quote(username, safe='')}"
+        return self._model(StorageRead, "GET", path)
+
+    def list_storage(self) -> list[StorageRead]:
+        """Every user's storage and quota (admins).
+
+        Raises: PermissionDenied unless you are an admin.
+        """
+        return self._models(StorageRead, "GET", "/api/v1/accounting/quotas")
+
+    def set_quota(self, *, username: str, quota_mb: int | None) -> StorageRead:
+        """Give a user their own storage quota in MiB; None returns them to the site default.
+
+        Raises: PermissionDenied unless you are an admin; NotFound; InvalidInput for a
+        negative quota.
+        """
+        path = f"/api/v1/accounting/quotas/{quote(username, safe='')}"
+        return self._model(StorageRead, "PUT", path, json={"quota_mb": quota_mb})
 
     # --- library -------------------------------------------------------------------------
 

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     snapshot_max_bytes: int = Field(
         default=8 * 1024**3, ge=1024, description="Largest snapshot uploaded or unpacked."
     )
+    storage_quota_mb: int | None = Field(
+        default=None,
+        ge=0,
+        description="Each user's storage (library, instances' working copies, snapshots) "
+        "in MiB, unless an administrator sets their own; unset means unlimited.",
+    )
     executor: Literal["local", "ray"] = Field(
         default="local",
         description="Where jobs run unless a DT asks otherwise: this machine, or the Ray "
@@ -124,8 +130,20 @@ class Settings(BaseSettings):
         "asking for more than any node now has waits for one instead of being refused.",
     )
     mqtt_url: str | None = Field(default=None, description="e.g. mqtt://127.0.0.1:1883")
+    mqtt_dynsec: bool = Field(
+        default=False,
+        description="The user in mqtt_url is an admin of Mosquitto's dynamic-security plugin: "
+        "each instance then gets an MQTT account of its own, confined to its topic prefix, "
+        "and jobs never get mqtt_url's credentials.",
+    )
     amqp_url: str | None = Field(
         default=None, description="e.g. amqp://guest:guest@127.0.0.1:5672/"
+    )
+    amqp_management_url: str | None = Field(
+        default=None,
+        description="RabbitMQ's management API with an administrator's credentials, e.g. "
+        "http://admin:password@127.0.0.1:15672; with it each instance gets a vhost and user "
+        "of its own, without it every job shares amqp_url's account.",
     )
     postgres_url: str | None = Field(
         default=None, description="PostgreSQL for DTs (not the platform's own database)."
@@ -212,12 +230,38 @@ class Settings(BaseSettings):
             )
         return value.rstrip("/") if value else value
 
+    @field_validator("amqp_management_url")
+    @classmethod
+    def _amqp_management_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "amqp_management_url must be the HTTP address of RabbitMQ's management "
+                "API, e.g. http://admin:password@127.0.0.1:15672"
+            )
+        return value.rstrip("/") if value else value
+
     @model_validator(mode="after")
     def _ray_executor_has_an_address(self) -> Settings:
         if self.executor == "ray" and self.ray_address is None:
             raise ValueError(
                 "executor is 'ray' but ray_address is not set; set DTAAS_RAY_ADDRESS to "
                 "the Ray dashboard's URL, e.g. http://127.0.0.1:8265"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _mqtt_dynsec_has_an_admin(self) -> Settings:
+        if self.mqtt_dynsec and not self.mqtt_url:
+            raise ValueError(
+                "mqtt_dynsec is set but mqtt_url is not; set DTAAS_MQTT_URL to the Mosquitto "
+                "whose dynamic-security admin the platform is, e.g. "
+                "mqtt://dtaas-admin:<password>@127.0.0.1:1883"
+            )
+        if self.mqtt_dynsec and self.mqtt_url and "@" not in self.mqtt_url.split("://", 1)[-1]:
+            raise ValueError(
+                "mqtt_dynsec is set but mqtt_url carries no user; write the dynamic-security "
+                "admin's name and password into it, e.g. "
+                "mqtt://dtaas-admin:<password>@127.0.0.1:1883"
             )
         return self
 

@@ -6,28 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from dtaas import db
 from dtaas.api.app import create_app
 from dtaas.config import Settings
-from dtaas.security import service as security
 from dtaas.security.models import User
 from tests.factories import bearer, make_user
 from tests.library.support import SharedApp
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hash passwords with argon2's cheapest parameters.
-
-    The default costs ~0.2 s per user, and the permission matrix alone creates users by
-    the hundred; tokens, not passwords, authenticate every request here.
-    """
-    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    monkeypatch.setattr(security, "_hasher", cheap)
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from argon2 import PasswordHasher
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
 from dtaas.config import Settings
 from dtaas.lifecycle.supervisor import Supervisor
-from dtaas.security import service as security
 from dtaas.security.models import User
 from tests.execution.processes import assert_no_processes_of, wait_until
 from tests.factories import bearer, make_user
@@ -36,14 +34,6 @@ STOP_GRACE_SECONDS = 1.0
 # With pytest-xdist's --dist loadgroup, the Ray runs share one worker, so one Ray head.
 EXECUTORS = ["local", pytest.param("ray", marks=pytest.mark.xdist_group("ray"))]
 on_every_executor = pytest.mark.parametrize("executor", EXECUTORS, indirect=True)
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hash passwords with argon2's cheapest parameters; tokens authenticate every request."""
-    monkeypatch.setattr(
-        security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    )
 
 
 @pytest.fixture

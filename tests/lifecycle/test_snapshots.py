@@ -1,4 +1,9 @@
-"""Snapshots through the API: save a running DT, re-spawn it, and fail without losing anything."""
+"""Snapshots through the API: save a running DT, re-spawn it, and fail without losing anything.
+
+Saving a running simulation and re-spawning it runs on the local executor and on the
+session's Ray head (its save job runs beside the execute job: 1 CPU each of the head's 2);
+the other tests run on the local executor, as what they check is the platform's own.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from dtaas.config import Settings
 from dtaas.db import utcnow
 from dtaas.lifecycle import archive, service, snapshots
 from dtaas.lifecycle.models import Instance
-from tests.lifecycle.conftest import API, bound_sessions, write_twin
+from tests.lifecycle.conftest import API, bound_sessions, on_every_executor, write_twin
 from tests.lifecycle.test_routes import (
     error_of,
     finish,
@@ -79,7 +84,9 @@ def read_snapshot(client: TestClient, headers: Headers, snapshot_id: int) -> dic
     return body
 
 
-def settled(driver: Any, client: TestClient, headers: Headers, snapshot_id: int) -> dict[str, Any]:
+def settled(
+    driver: Any, client: TestClient, headers: Headers, snapshot_id: int, timeout: float = 30.0
+) -> dict[str, Any]:
     """Tick until the snapshot is ready or failed."""
     snapshot: dict[str, Any] = driver.run_until(
         lambda: (
@@ -87,6 +94,7 @@ def settled(driver: Any, client: TestClient, headers: Headers, snapshot_id: int)
             if read_snapshot(client, headers, snapshot_id)["state"] in ("ready", "failed")
             else None
         ),
+        timeout=timeout,
         message=f"snapshot {snapshot_id} settling",
     )
     return snapshot
@@ -104,19 +112,22 @@ def listed(settings: Settings) -> list[str]:
 # --- saving and re-spawning -------------------------------------------------------------------
 
 
+@on_every_executor
 def test_a_running_simulation_is_saved_and_respawned_where_it_was(
-    client, driver, settings, as_alice, oscillator
+    client, driver, settings, as_alice, oscillator, executor
 ):
     instance_id = new_instance(
         client, as_alice, oscillator, values={"steps": 100000, "step_delay": 0.005}
     )
     execute = queue_phase(client, as_alice, instance_id, "execute")
-    driver.run_until(
+    driver.run_until(  # a Ray job takes several seconds to start on a busy machine
         lambda: len(steps_of(read_log(client, as_alice, execute))) > 20,
+        timeout=60,
         message="the simulation running",
     )
 
-    snapshot = settled(driver, client, as_alice, take_snapshot(client, as_alice, instance_id)["id"])
+    taken = take_snapshot(client, as_alice, instance_id)["id"]
+    snapshot = settled(driver, client, as_alice, taken, timeout=60)  # the save is a job, too
     still = read_job(client, as_alice, execute)["state"]
     saved = json.loads(
         (
@@ -129,6 +140,7 @@ def test_a_running_simulation_is_saved_and_respawned_where_it_was(
     restore = read_instance(client, as_alice, new_id)["jobs"][0]
     driver.run_until(
         lambda: len(steps_of(read_log(client, as_alice, restore["id"]))) > 20,
+        timeout=60,
         message="the re-spawned simulation running",
     )
     for job_id in (execute, restore["id"]):
@@ -138,6 +150,7 @@ def test_a_running_simulation_is_saved_and_respawned_where_it_was(
     assert snapshot["state"] == "ready", snapshot
     assert still == "running"  # saving did not stop the instance
     assert restore["phase"] == "execute" and restore["provenance"]["restore"] is True
+    assert respawned.json()["executor"] == executor  # re-spawned where it was saved
     original, resumed = (steps_of(read_log(client, as_alice, j)) for j in (execute, restore["id"]))
     first = min(resumed)
     assert first == saved["step"] + 1

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from argon2 import PasswordHasher
 
 from dtaas.config import Settings
-from dtaas.security import service as security
 from dtaas.services.health import HealthMonitor
 from tests.services.support import MOSQUITTO_URL, POSTGRES_URL, RABBITMQ_URL
 
@@ -30,12 +28,4 @@ def monitor(settings: Settings) -> HealthMonitor:
     return HealthMonitor(
         timeout=settings.service_check_timeout_seconds,
         cache_seconds=settings.service_health_cache_seconds,
-    )
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hash the test users' passwords with argon2's cheapest parameters (tokens sign in)."""
-    monkeypatch.setattr(
-        security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     )

@@ -1,5 +1,6 @@
-"""The embedded MQTT broker: a real client round trip through it, loopback only, started
-and stopped with the app, and a busy port handled."""
+"""The embedded MQTT broker: a real client round trip through it (as the platform's own
+account; anonymous clients are refused), loopback only, started and stopped with the app,
+and a busy port handled. Per-instance accounts: tests/services/test_mqtt_isolation.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 import psutil
@@ -22,6 +24,7 @@ from dtaas.api.app import create_app
 from dtaas.config import Settings
 from dtaas.security.models import User
 from dtaas.services import broker as embedded
+from dtaas.services import mqtt_names
 from dtaas.services.checks import Target
 from dtaas.services.health import run_check
 from dtaas.services.models import HealthStatus, ServiceKind
@@ -54,8 +57,10 @@ def running(tmp_path: Path) -> Iterator[tuple[Settings, embedded.EmbeddedBroker]
         embedded.stop_embedded_mqtt(settings, broker)
 
 
-def _publish_and_receive(port: int) -> bytes:
-    """Subscribe, publish and receive one message through the broker at ``port``."""
+def _publish_and_receive(url: str) -> bytes:
+    """Subscribe, publish and receive one message through the broker at ``url`` (with the
+    credentials in it)."""
+    parts = urlsplit(url)
     topic = f"dtaas/test/{uuid.uuid4().hex}"
     received = threading.Event()
     payloads: list[bytes] = []
@@ -68,7 +73,8 @@ def _publish_and_receive(port: int) -> bytes:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
     client.on_message = on_message
     client.on_subscribe = lambda *_: subscribed.set()
-    client.connect("127.0.0.1", port)
+    client.username_pw_set(unquote(parts.username or ""), unquote(parts.password or ""))
+    client.connect("127.0.0.1", parts.port or 1883)
     client.loop_start()
     try:
         client.subscribe(topic, qos=1)
@@ -101,9 +107,55 @@ def _refuses(port: int) -> bool:
 def test_a_client_round_trip_goes_through_the_embedded_broker(
     running: tuple[Settings, embedded.EmbeddedBroker],
 ) -> None:
-    _settings_used, broker = running
+    settings, broker = running
+    url = embedded.embedded_mqtt_url(settings)
 
-    assert _publish_and_receive(broker.port) == b"21.5"
+    assert url is not None and urlsplit(url).port == broker.port
+    assert _publish_and_receive(url) == b"21.5"
+
+
+def test_a_burst_published_just_before_disconnecting_is_delivered_whole(
+    running: tuple[Settings, embedded.EmbeddedBroker],
+) -> None:
+    """amqtt dropped the PUBLISH packets still queued when a DISCONNECT came (half of a
+    burst like this one); a DT that publishes and exits must not lose its last points."""
+    settings, broker = running
+    account = (mqtt_names.platform_username(settings), mqtt_names.platform_password(settings))
+    topic, count = f"dtaas/test/{uuid.uuid4().hex}", 3000
+    received = 0
+    lock, all_in, subscribed = threading.Lock(), threading.Event(), threading.Event()
+
+    def on_message(_client: mqtt.Client, _userdata: object, _message: mqtt.MQTTMessage) -> None:
+        nonlocal received
+        with lock:
+            received += 1
+            if received == count:
+                all_in.set()
+
+    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+    subscriber.username_pw_set(*account)
+    subscriber.on_message = on_message
+    subscriber.on_subscribe = lambda *_: subscribed.set()
+    subscriber.connect("127.0.0.1", broker.port)
+    subscriber.loop_start()
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    publisher.username_pw_set(*account)
+    publisher.max_queued_messages_set(0)
+    try:
+        subscriber.subscribe(topic, qos=0)
+        assert subscribed.wait(ROUND_TRIP_SECONDS), "no SUBACK from the embedded broker"
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        for n in range(count):
+            last = publisher.publish(topic, f'{{"x": {n}}}', qos=0)
+        last.wait_for_publish(ROUND_TRIP_SECONDS)
+        publisher.disconnect()
+        all_in.wait(30)
+    finally:
+        publisher.loop_stop()
+        subscriber.disconnect()
+        subscriber.loop_stop()
+    assert received == count
 
 
 def test_the_embedded_broker_listens_on_loopback_only(
@@ -125,7 +177,10 @@ def test_the_health_check_of_the_embedded_broker_is_up(
         timeout=2.0,
     )
 
-    assert embedded.embedded_mqtt_url(settings) == broker.url
+    assert embedded.embedded_mqtt_url(settings) == (
+        f"mqtt://{mqtt_names.platform_username(settings)}:"
+        f"{mqtt_names.platform_password(settings)}@127.0.0.1:{broker.port}"
+    )
     assert health.status == HealthStatus.UP, health.error
 
 
@@ -150,9 +205,10 @@ def test_a_busy_configured_port_falls_back_to_a_free_one(tmp_path: Path) -> None
         broker = embedded.start_embedded_mqtt(settings)
         assert broker is not None
         try:
+            url = embedded.embedded_mqtt_url(settings)
             assert broker.port != busy
-            assert embedded.embedded_mqtt_url(settings) == f"mqtt://127.0.0.1:{broker.port}"
-            assert _publish_and_receive(broker.port) == b"21.5"
+            assert url is not None and url.endswith(f"@127.0.0.1:{broker.port}")
+            assert _publish_and_receive(url) == b"21.5"
         finally:
             embedded.stop_embedded_mqtt(settings, broker)
 
@@ -195,7 +251,10 @@ def test_the_app_runs_the_broker_for_its_lifetime_and_lists_it(
     assert listed.status_code == 200, listed.text
     body = listed.json()
     assert body["source"] == "embedded"
-    assert body["url"] == url
+    # The address alone; the platform's account is named, its password shown to nobody.
+    assert body["url"] == f"mqtt://127.0.0.1:{port}"
+    assert body["username"] == mqtt_names.platform_username(laptop)
+    assert body["has_password"] is True
     assert body["env_var"] == "DTAAS_MQTT_URL"
     assert body["health"]["status"] == "up", body["health"]
     assert embedded.embedded_mqtt_url(laptop) is None

@@ -499,7 +499,10 @@ def test_a_job_gets_full_credentials_and_nothing_for_unconfigured_services(
     }
 
 
-def test_a_job_on_a_laptop_gets_the_embedded_broker(settings: Settings) -> None:
+def test_a_job_on_a_laptop_gets_the_embedded_broker_with_its_instances_account(
+    settings: Settings,
+) -> None:
+    from dtaas.services import accounts, mqtt_names
     from dtaas.services import broker as embedded
 
     laptop = settings.model_copy(
@@ -509,8 +512,13 @@ def test_a_job_on_a_laptop_gets_the_embedded_broker(settings: Settings) -> None:
     broker = embedded.start_embedded_mqtt(laptop)
     assert broker is not None
     try:
+        # The platform's own URL (its account) is never part of a job's environment.
         env = connection_env(laptop, ["mqtt"], 1, "alice")
+        own = accounts.provision(laptop, instance_id=1, owner="alice", kinds=["mqtt"])
     finally:
         embedded.stop_embedded_mqtt(laptop, broker)
 
-    assert env == {"DTAAS_MQTT_URL": broker.url, "DTAAS_TOPIC_PREFIX": "dtaas/alice/1/"}
+    assert env == {"DTAAS_TOPIC_PREFIX": "dtaas/alice/1/"}
+    user = mqtt_names.instance_username(laptop, 1)
+    password = mqtt_names.instance_password(laptop, 1, "alice")
+    assert own == {"DTAAS_MQTT_URL": f"mqtt://{user}:{password}@127.0.0.1:{broker.port}"}

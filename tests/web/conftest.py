@@ -54,6 +54,7 @@ class Server:
     passwords: dict[str, str]
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+    data_dir: Path | None = None  # its secret key derives the embedded broker's accounts
 
     def log(self) -> str:
         return "".join(self.output)
@@ -138,7 +139,9 @@ def start_platform(data_dir: Path, **settings: str) -> Iterator[Server]:
         encoding="utf-8",
         start_new_session=True,
     )
-    running = Server(url=f"http://127.0.0.1:{port}", passwords={}, process=process)
+    running = Server(
+        url=f"http://127.0.0.1:{port}", passwords={}, process=process, data_dir=data_dir
+    )
 
     def drain() -> None:  # keeps reading so a full pipe never blocks the server
         assert process.stdout is not None

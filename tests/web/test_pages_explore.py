@@ -18,6 +18,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Page, expect
 
+from dtaas.config import Settings
+from dtaas.services import mqtt_names
 from tests.web.conftest import TEST_PASSWORD, Server, api_token, create_user, sign_in
 
 pytestmark = pytest.mark.browser
@@ -53,11 +55,15 @@ def _deploy(api: httpx.Client, **values: object) -> int:
     return instance_id
 
 
-def _broker(api: httpx.Client) -> mqtt.Client:
-    """A paho client of the platform's own (embedded) broker, as its Services API names it."""
+def _broker(server: Server, api: httpx.Client) -> mqtt.Client:
+    """A paho client of the platform's own (embedded) broker, as its Services API names it,
+    signed in as the platform (the broker refuses anonymous clients)."""
     url = api.get("/services/mqtt").json()["url"]
     parts = urlsplit(url)
+    assert server.data_dir is not None
+    site = Settings(data_dir=server.data_dir, secret_key=None)  # the server's own secret
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"explore-test-{time.time_ns()}")
+    client.username_pw_set(mqtt_names.platform_username(site), mqtt_names.platform_password(site))
     client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
     client.loop_start()
     return client
@@ -125,7 +131,7 @@ def test_published_points_appear_without_reload_and_another_instance_is_overlaid
     page: Page, server: Server, explorer: str, api: httpx.Client, tmp_path: Path
 ) -> None:
     shown, other = _deploy(api), _deploy(api)
-    broker = _broker(api)
+    broker = _broker(server, api)
     try:
         now = time.time()
         for n in range(50):

@@ -113,3 +113,39 @@ def test_the_example_publishes_to_mosquitto_and_its_chart_and_csv_show_it(
     # Every step reached the platform through Mosquitto and was stored.
     series = api.get(f"/instances/{instance_id}/telemetry", params={"field": "x"}).json()
     assert series["raw_points"] == 1500, series["raw_points"]
+
+
+def test_the_rabbitmq_example_runs_on_the_machines_broker_and_its_csv_is_previewed(
+    page: Page, site: Server, explorer: str, api: httpx.Client
+) -> None:
+    response = api.post(
+        "/instances",
+        json={
+            "twin_path": "common/digital_twins/tank-thermostat",
+            "values": {"steps": 200, "step_delay": 0},
+        },
+    )
+    assert response.status_code == 201, response.text
+    instance_id = response.json()["id"]
+    job = api.post(f"/instances/{instance_id}/phases", json={"phase": "execute"}).json()
+    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
+    while (state := api.get(f"/jobs/{job['id']}").json()["state"]) not in (
+        "succeeded",
+        "failed",
+    ):
+        assert time.monotonic() < deadline, "the tank's execute did not end"
+        time.sleep(0.5)
+    assert state == "succeeded", api.get(f"/jobs/{job['id']}/logs?stream=stderr").text
+
+    sign_in(page, site, explorer, TEST_PASSWORD)
+    page.goto(f"{site.url}/instances/{instance_id}/explore")
+    row = page.locator('tr.result-row[data-path="results/tank.csv"]')
+    row.get_by_role("button", name="Preview").click()
+    preview = page.locator("#result-preview")
+    expect(preview.locator("table.csv-table thead th")).to_have_text(
+        ["time_s", "temperature_c", "heater"]
+    )
+    expect(preview.locator("table.csv-table tbody tr")).to_have_count(100)
+    # The thermostat answered over RabbitMQ: the heater was switched on at some point.
+    heater = preview.locator("table.csv-table tbody tr td:nth-child(3)")
+    assert "1" in heater.all_inner_texts()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from dtaas import db
+from dtaas.accounting import routes as accounting_routes
 from dtaas.api import errors
 from dtaas.api.middleware import BodyLimitMiddleware, Metrics, RequestContextMiddleware
 from dtaas.config import Settings, get_settings
@@ -30,8 +32,8 @@ from dtaas.security import routes as security_routes
 from dtaas.security import service as security
 from dtaas.security.deps import MetricsReader
 from dtaas.services import broker as embedded_mqtt
+from dtaas.services import mqtt_accounts, results_routes, telemetry_routes
 from dtaas.services import proxy as service_proxy
-from dtaas.services import results_routes, telemetry_routes
 from dtaas.services import routes as services_routes
 from dtaas.services import telemetry as telemetry_ingest
 from dtaas.services.health import HealthMonitor
@@ -43,6 +45,7 @@ from dtaas.web import library as web_library
 from dtaas.web import pages
 from dtaas.web import routes as web_routes
 from dtaas.web import services as web_services
+from dtaas.web import storage as web_storage
 from dtaas.web import twins as web_twins
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,24 @@ def prepare(settings: Settings) -> dict[str, str]:
         engine.dispose()
 
 
+@functools.cache
+def _api_router() -> APIRouter:
+    # Built once per process: FastAPI rebuilds every route it includes, and apps are made
+    # often (each test's app), so only the app's own copy is built each time.
+    api = APIRouter(prefix=API_PREFIX, responses=errors.ERROR_RESPONSES)
+    api.include_router(security_routes.router)
+    api.include_router(library_routes.router)
+    api.include_router(twins_routes.router)
+    api.include_router(services_routes.router)
+    api.include_router(telemetry_routes.router)
+    api.include_router(results_routes.router)
+    api.include_router(lifecycle_routes.router)
+    api.include_router(snapshot_routes.router)
+    api.include_router(execution_routes.router)
+    api.include_router(accounting_routes.router)
+    return api
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for ``settings`` (default: the process's settings)."""
     settings = settings or get_settings()
@@ -88,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # two subscribers would store every point twice.
         supervising = settings.supervisor and supervisor.start()
         mqtt_broker = embedded_mqtt.start_embedded_mqtt(settings)  # None with a real broker
+        mqtt_accounts.prepare(settings)  # dynsec: the platform's own role on dtaas/#
         ingestor = (
             telemetry_ingest.start_telemetry(settings, engine, registry=metrics.registry)
             if supervising
@@ -125,17 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     errors.install(app)
 
-    api = APIRouter(prefix=API_PREFIX, responses=errors.ERROR_RESPONSES)
-    api.include_router(security_routes.router)
-    api.include_router(library_routes.router)
-    api.include_router(twins_routes.router)
-    api.include_router(services_routes.router)
-    api.include_router(telemetry_routes.router)
-    api.include_router(results_routes.router)
-    api.include_router(lifecycle_routes.router)
-    api.include_router(snapshot_routes.router)
-    api.include_router(execution_routes.router)
-    app.include_router(api)
+    app.include_router(_api_router())
     app.include_router(library_routes.graphql_router, responses=errors.ERROR_RESPONSES)
     app.include_router(web_routes.router)
     app.include_router(web_cluster.router)
@@ -143,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_twins.router)
     app.include_router(web_instances.router)
     app.include_router(web_services.router)
+    app.include_router(web_storage.router)
     app.include_router(service_proxy.router)
     app.include_router(web_explore.router)
 

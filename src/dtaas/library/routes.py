@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from dtaas.accounting.deps import StorageBudgetDep
 from dtaas.library import graphql, search, service, transfer
 from dtaas.library.schemas import (
     EntryDetail,
@@ -99,6 +100,7 @@ def write_file(
     actor: CurrentActor,
     path: PathQuery,
     content: Annotated[bytes, Depends(raw_body)],
+    budget: StorageBudgetDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> EntryDetail:
     """Create or replace a text file; replacing needs If-Match with the ETag you read."""
@@ -109,6 +111,7 @@ def write_file(
         content=content,
         if_match=if_match,
         max_bytes=settings.edit_max_bytes,
+        budget=budget,
     )
     response.headers["ETag"] = detail.etag
     return detail
@@ -120,10 +123,12 @@ async def upload(
     settings: SettingsDep,
     actor: CurrentActor,
     path: PathQuery,
+    budget: StorageBudgetDep,
     overwrite: bool = False,
     extract: Annotated[bool, Query(description="Unpack .zip files into folders.")] = False,
 ) -> Uploaded:
-    """Upload files (multipart 'files' parts) into a folder, streamed to disk."""
+    """Upload files (multipart 'files' parts) into a folder, streamed to disk; refused
+    (and nothing kept) as soon as the files would pass your storage quota."""
     receiver = await run_in_threadpool(
         lambda: transfer.UploadReceiver(
             settings=settings,
@@ -132,6 +137,7 @@ async def upload(
             content_type=request.headers.get("content-type", ""),
             overwrite=overwrite,
             extract_zips=extract,
+            budget=budget,
         )
     )
     limits = transfer.ZipLimits(
@@ -155,7 +161,9 @@ def make_folder(body: MakeFolder, settings: SettingsDep, actor: CurrentActor) ->
 
 
 @router.post("/move", response_model=EntryDetail)
-def move(body: MoveOrCopy, settings: SettingsDep, actor: CurrentActor) -> EntryDetail:
+def move(
+    body: MoveOrCopy, settings: SettingsDep, actor: CurrentActor, budget: StorageBudgetDep
+) -> EntryDetail:
     """Rename or move a file or folder."""
     return service.move(
         settings=settings,
@@ -163,11 +171,14 @@ def move(body: MoveOrCopy, settings: SettingsDep, actor: CurrentActor) -> EntryD
         source=body.source,
         destination=body.destination,
         overwrite=body.overwrite,
+        budget=budget,
     )
 
 
 @router.post("/copy", response_model=EntryDetail, status_code=201)
-def copy(body: MoveOrCopy, settings: SettingsDep, actor: CurrentActor) -> EntryDetail:
+def copy(
+    body: MoveOrCopy, settings: SettingsDep, actor: CurrentActor, budget: StorageBudgetDep
+) -> EntryDetail:
     """Copy a file or folder, e.g. from common/ into your library."""
     return service.copy(
         settings=settings,
@@ -175,15 +186,20 @@ def copy(body: MoveOrCopy, settings: SettingsDep, actor: CurrentActor) -> EntryD
         source=body.source,
         destination=body.destination,
         overwrite=body.overwrite,
+        budget=budget,
     )
 
 
 @router.delete("/entries", status_code=204)
 def delete(
-    settings: SettingsDep, actor: CurrentActor, path: PathQuery, recursive: bool = False
+    settings: SettingsDep,
+    actor: CurrentActor,
+    path: PathQuery,
+    budget: StorageBudgetDep,
+    recursive: bool = False,
 ) -> None:
     """Delete a file, or a folder with recursive=true."""
-    service.delete(settings=settings, actor=actor, path=path, recursive=recursive)
+    service.delete(settings=settings, actor=actor, path=path, recursive=recursive, budget=budget)
 
 
 @router.get("/archive", response_class=StreamingResponse)

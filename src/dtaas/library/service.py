@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dtaas.accounting.budget import StorageBudget
 from dtaas.config import Settings
 from dtaas.errors import (
     Conflict,
@@ -70,6 +71,57 @@ def seed_examples(*, settings: Settings) -> list[str]:
     if added:
         log.info("example assets seeded assets=%s", ",".join(added))
     return added
+
+
+def tree_bytes(folder: Path) -> int:
+    """The bytes of the regular files under ``folder``: links are not followed, a file
+    with several hard links counts once, and a missing folder holds nothing."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    pending = [str(folder)]
+    while pending:
+        try:
+            scan = os.scandir(pending.pop())
+        except OSError:  # removed or made unreadable while walking: nothing to count there
+            continue
+        with scan:
+            for entry in scan:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if info.st_nlink > 1:
+                    if (info.st_dev, info.st_ino) in seen:
+                        continue
+                    seen.add((info.st_dev, info.st_ino))
+                total += info.st_size
+    return total
+
+
+def bytes_used(
+    *, settings: Settings, username: str, measure: Callable[[Path], int] = tree_bytes
+) -> int:
+    """What a user's library takes on disk; ``measure`` walks a folder (accounting passes
+    one that caches)."""
+    return measure(settings.resolved_files_dir / username)
+
+
+def _bytes_of(path: Path) -> int:
+    """The bytes of a file or a folder, as ``tree_bytes`` counts them (a link is its own)."""
+    if path.is_dir() and not path.is_symlink():
+        return tree_bytes(path)
+    info = path.lstat()
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def _counted(budget: StorageBudget | None, location: Location) -> StorageBudget | None:
+    """The budget a write into ``location`` counts to: none for ``common/``."""
+    return budget if budget is not None and location.area == budget.username else None
 
 
 def etag_of(info: os.stat_result) -> str:
@@ -303,6 +355,7 @@ def write_text(
     content: bytes,
     if_match: str | None,
     max_bytes: int,
+    budget: StorageBudget | None = None,
 ) -> EntryDetail:
     """Create or replace a text file, refusing a write based on a stale version.
 
@@ -311,7 +364,8 @@ def write_text(
     of one version exactly one wins and the other gets 412.
 
     Raises: BadRequest; PermissionDenied; NotFound; PayloadTooLarge; InvalidInput if the
-    content is not UTF-8; PreconditionRequired; PreconditionFailed; Conflict.
+    content is not UTF-8; PreconditionRequired; PreconditionFailed; Conflict;
+    QuotaExceeded when the file would not fit into the owner's ``budget``.
     """
     if len(content) > max_bytes:
         raise PayloadTooLarge(
@@ -330,12 +384,17 @@ def write_text(
     if location.is_layout:
         raise Conflict(f"{location.path} is a folder of the library layout.", loc=["path"])
     target = location.real
+    counted = _counted(budget, location)
     if not target.exists():
         if if_match not in (None, "*"):
             raise PreconditionFailed(
                 f"{location.path} no longer exists; it was moved or deleted.", loc=["path"]
             )
+        if counted is not None:
+            counted.require(len(content), doing="Saving this file", loc=["body"])
         _write_new_file(target, content)
+        if counted is not None:
+            counted.changed(len(content))
         log.info("file created path=%s actor=%s", location.path, actor.username)
         return _detail(actor=actor, location=location)
     if target.is_dir():
@@ -351,6 +410,9 @@ def write_text(
             "version is not overwritten.",
             loc=["header", "If-Match"],
         )
+    growth = len(content) - target.stat().st_size
+    if counted is not None:
+        counted.require(growth, doing="Saving this file", loc=["body"])
     fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -364,6 +426,8 @@ def write_text(
         _replace_file(target, content)
     finally:
         os.close(fd)  # closing releases the lock
+    if counted is not None:
+        counted.changed(growth)
     log.info("file edited path=%s actor=%s", location.path, actor.username)
     return _detail(actor=actor, location=location)
 
@@ -398,17 +462,27 @@ def _source_and_destination(
 
 
 def move(
-    *, settings: Settings, actor: Principal, source: str, destination: str, overwrite: bool
+    *,
+    settings: Settings,
+    actor: Principal,
+    source: str,
+    destination: str,
+    overwrite: bool,
+    budget: StorageBudget | None = None,
 ) -> EntryDetail:
     """Rename or move a file or folder, within or between the caller's writable areas.
 
-    Raises: BadRequest; PermissionDenied; NotFound; Conflict.
+    Raises: BadRequest; PermissionDenied; NotFound; Conflict; QuotaExceeded when moving
+    from ``common/`` into the caller's library would not fit into their ``budget``.
     """
     src, dst = _source_and_destination(
         settings=settings, actor=actor, source=source, destination=destination, move=True
     )
     if dst.real.exists() and (not overwrite or dst.real.is_dir() or src.real.is_dir()):
         raise Conflict(f"{dst.path} already exists.", loc=["destination"])
+    counted = _counted(budget, dst) if src.area != dst.area else None
+    if counted is not None:
+        counted.require(_bytes_of(src.real), doing="Moving this into your library")
     try:
         src.real.rename(dst.real)
     except OSError:
@@ -417,6 +491,8 @@ def move(
         _copy(src.real, tmp)
         tmp.replace(dst.real)
         _remove(src.real)
+    if budget is not None and src.area != dst.area:
+        budget.changed(None)  # one of the areas was the caller's: measure it again
     log.info("moved source=%s destination=%s actor=%s", src.path, dst.path, actor.username)
     return _detail(actor=actor, location=dst)
 
@@ -441,20 +517,32 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def copy(
-    *, settings: Settings, actor: Principal, source: str, destination: str, overwrite: bool
+    *,
+    settings: Settings,
+    actor: Principal,
+    source: str,
+    destination: str,
+    overwrite: bool,
+    budget: StorageBudget | None = None,
 ) -> EntryDetail:
     """Copy a file or folder, e.g. from ``common/`` into your own library.
 
     The copy is built under a hidden name and renamed into place, so a failure leaves
     nothing half-copied.
 
-    Raises: BadRequest; PermissionDenied; NotFound; Conflict.
+    Raises: BadRequest; PermissionDenied; NotFound; Conflict; QuotaExceeded when the copy
+    would not fit into the owner's ``budget``.
     """
     src, dst = _source_and_destination(
         settings=settings, actor=actor, source=source, destination=destination, move=False
     )
     if dst.real.exists() and (not overwrite or dst.real.is_dir() or src.real.is_dir()):
         raise Conflict(f"{dst.path} already exists.", loc=["destination"])
+    counted = _counted(budget, dst)
+    growth = 0
+    if counted is not None:
+        growth = _bytes_of(src.real) - (_bytes_of(dst.real) if dst.real.exists() else 0)
+        counted.require(growth, doing="Copying this into your library")
     tmp = _temporary_sibling(dst.real)
     try:
         _copy(src.real, tmp)
@@ -462,6 +550,8 @@ def copy(
     finally:
         if tmp.exists():
             _remove(tmp)
+    if counted is not None:
+        counted.changed(growth)
     log.info("copied source=%s destination=%s actor=%s", src.path, dst.path, actor.username)
     return _detail(actor=actor, location=dst)
 
@@ -473,8 +563,15 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def delete(*, settings: Settings, actor: Principal, path: str, recursive: bool) -> None:
-    """Delete a file, or a folder with ``recursive``.
+def delete(
+    *,
+    settings: Settings,
+    actor: Principal,
+    path: str,
+    recursive: bool,
+    budget: StorageBudget | None = None,
+) -> None:
+    """Delete a file, or a folder with ``recursive``; ``budget`` learns that space was freed.
 
     A folder is first renamed to a hidden name, so it disappears at once and whole.
 
@@ -487,6 +584,8 @@ def delete(*, settings: Settings, actor: Principal, path: str, recursive: bool) 
             loc=["path"],
         )
     own = location.real
+    counted = _counted(budget, location)
+    freed = 0
     if own.is_dir() and not own.is_symlink():
         with os.scandir(own) as children:
             has_content = any(children)
@@ -497,10 +596,15 @@ def delete(*, settings: Settings, actor: Principal, path: str, recursive: bool) 
             )
         doomed = _temporary_sibling(own)
         own.rename(doomed)
+        if counted is not None:
+            freed = tree_bytes(doomed)
         shutil.rmtree(doomed)
     else:
         with contextlib.suppress(FileNotFoundError):
+            freed = _bytes_of(own)
             own.unlink()
+    if counted is not None:
+        counted.changed(-freed)
     log.info("deleted path=%s actor=%s", location.path, actor.username)
 
 

@@ -15,13 +15,14 @@ from typing import BinaryIO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from zipstream import ZIP_DEFLATED, ZipStream
 
+from dtaas.accounting.budget import StorageBudget
 from dtaas.config import Settings
 from dtaas.errors import BadRequest, Conflict, DtaasError, InvalidInput, PayloadTooLarge
 from dtaas.library import paths
 from dtaas.library.access import Location, locate
 from dtaas.library.paths import HIDDEN_PREFIX
 from dtaas.library.schemas import Entry, Uploaded
-from dtaas.library.service import _detail, _temporary_sibling, require_folder
+from dtaas.library.service import _counted, _detail, _temporary_sibling, require_folder
 from dtaas.security.permissions import Principal
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ class UploadReceiver:
     """Parses a multipart body chunk by chunk, writing each file straight to disk.
 
     Files land under hidden names in the target folder and are renamed into place only
-    when the whole body arrived, so a failed upload leaves nothing behind.
+    when the whole body arrived, so a failed upload leaves nothing behind. With a
+    ``budget``, the upload is refused (QuotaExceeded) as soon as its files would pass the
+    owner's quota; the caller's ``abort`` then removes what had arrived.
     """
 
     def __init__(
@@ -63,11 +66,17 @@ class UploadReceiver:
         content_type: str,
         overwrite: bool,
         extract_zips: bool,
+        budget: StorageBudget | None = None,
     ) -> None:
         self.actor = actor
         self.settings = settings
         self.location = locate(settings=settings, actor=actor, path=folder, write=True)
         require_folder(self.location)
+        self.budget = _counted(budget, self.location)
+        # Measured once: the room is compared with every chunk as it arrives.
+        self.room = self.budget.free_bytes() if self.budget is not None else None
+        self.stored = 0  # bytes of the files written so far
+        self.freed = 0  # bytes of the files this upload replaces
         mime, options = parse_options_header(content_type)
         boundary = options.get(b"boundary")
         if mime != b"multipart/form-data" or not boundary:
@@ -131,12 +140,15 @@ class UploadReceiver:
                 "replace it.",
                 loc=["files", filename],
             )
+        if self.overwrite and target.is_file():
+            self.freed += target.stat().st_size
         self._part.filename = filename
         self._part.tmp = _temporary_sibling(target)
         self._part.handle = self._part.tmp.open("xb")
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part.handle is not None:
+            self._charge(end - start, doing="Uploading", total_known=False)
             self._part.handle.write(data[start:end])
         elif len(self._part.value) + end - start <= 1024:
             self._part.value += data[start:end]
@@ -146,6 +158,16 @@ class UploadReceiver:
             self._part.handle.close()
             self._part.handle = None
         self.parts.append(self._part)
+
+    def _charge(self, size: int, *, doing: str, total_known: bool) -> None:
+        """Count ``size`` more bytes; raises QuotaExceeded before they would pass the quota
+        (saying how much is needed when ``total_known``, not midway through a stream)."""
+        if self.room is not None and self.budget is not None:
+            growth = self.stored + size - self.freed
+            if growth > self.room:
+                needed = growth if total_known else None
+                raise self.budget.refusal(doing=doing, needed=needed, loc=["files"])
+        self.stored += size
 
     # --- driving -------------------------------------------------------------------------
 
@@ -162,18 +184,28 @@ class UploadReceiver:
         """Move every received file into place; unpack zips when asked.
 
         Raises: BadRequest if no file arrived; Conflict; InvalidInput or PayloadTooLarge
-        for a zip that is unsafe.
+        for a zip that is unsafe; QuotaExceeded when unpacked zips would pass the quota.
         """
         self._parser.finalize()
         files = [part for part in self.parts if part.tmp is not None and part.filename]
         if not files:
             raise BadRequest("The upload contained no file parts.", loc=["files"])
+        zips = [part for part in files if self._unpacks(part)]
+        for part in zips:
+            assert part.tmp is not None  # noqa: S101  # filtered above
+            # Checked before anything is placed, with the sizes the zip declares: unpacking
+            # refuses a member that writes more than its declared size.
+            self._charge(
+                _unpacked_bytes(part.tmp) - part.tmp.stat().st_size,
+                doing="Unpacking this zip",
+                total_known=True,
+            )
         entries: list[Entry] = []
         extracted: list[str] = []
         for part in files:
             assert part.tmp is not None and part.filename is not None  # noqa: S101  # filtered above
             target = self._target(part.filename)
-            if self.extract_zips and part.filename.lower().endswith(".zip"):
+            if self._unpacks(part):
                 folder = self._target(part.filename[:-4] or "archive")
                 extract_zip(archive=part.tmp, into=folder, limits=zip_limits)
                 part.tmp.unlink()
@@ -190,6 +222,8 @@ class UploadReceiver:
                 area_root=self.location.area_root,
             )
             entries.append(_detail(actor=self.actor, location=placed))
+        if self.budget is not None:
+            self.budget.changed(self.stored - self.freed)
         log.info(
             "upload stored folder=%s files=%s bytes=%s actor=%s",
             self.location.path,
@@ -199,6 +233,9 @@ class UploadReceiver:
         )
         return Uploaded(files=entries, extracted=extracted)
 
+    def _unpacks(self, part: _Part) -> bool:
+        return self.extract_zips and (part.filename or "").lower().endswith(".zip")
+
     def abort(self) -> None:
         """Remove whatever a failed upload left."""
         for part in [*self.parts, self._part]:
@@ -206,6 +243,15 @@ class UploadReceiver:
                 part.handle.close()
             if part.tmp is not None:
                 part.tmp.unlink(missing_ok=True)
+
+
+def _unpacked_bytes(archive: Path) -> int:
+    """What a zip declares its members unpack to; 0 for a damaged zip (unpacking says why)."""
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            return sum(info.file_size for info in opened.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return 0
 
 
 def _is_symlink(info: zipfile.ZipInfo) -> bool:

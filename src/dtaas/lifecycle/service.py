@@ -35,7 +35,7 @@ from dtaas.errors import Conflict, InvalidInput, NotFound
 from dtaas.library import service as library
 from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState, Snapshot, SnapshotState
 from dtaas.security.permissions import Permission, Principal, require
-from dtaas.services import isolation
+from dtaas.services import accounts
 from dtaas.twins import service as twins
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ def terminate(
         instance.state = InstanceState.TERMINATING
     else:
         mark_terminated(instance)
-        isolation.revoke(settings, instance.id)
+        accounts.revoke(settings, instance.id)
     session.commit()
     log.info("instance terminating instance_id=%s state=%s", instance.id, instance.state.value)
     return instance
@@ -374,7 +374,7 @@ def clean(*, session: Session, settings: Settings, actor: Principal, instance_id
 def remove_working_copy(settings: Settings, instance: Instance) -> None:
     """Delete an instance's working copy and its database schema; its logs stay."""
     shutil.rmtree(working_copy(settings, instance), ignore_errors=True)
-    isolation.drop(settings, instance.id)
+    accounts.drop(settings, instance.id)
     log.info("working copy removed instance_id=%s", instance.id)
 
 
@@ -393,7 +393,7 @@ def delete_instance(
     session.delete(instance)
     session.commit()
     shutil.rmtree(instance_dir(settings, instance_id), ignore_errors=True)
-    isolation.drop(settings, instance_id)
+    accounts.drop(settings, instance_id)
     log.info("instance deleted instance_id=%s actor=%s", instance_id, actor.username)
 
 

@@ -87,8 +87,10 @@ async def upload_snapshot(
     actor: CurrentActor,
     name: Annotated[SnapshotName | None, Query()] = None,
     checksum: Annotated[str | None, Header(alias="X-Checksum-Sha256")] = None,
+    content_length: Annotated[int | None, Header(ge=0)] = None,
 ) -> SnapshotRead:
-    """A snapshot file from elsewhere (the raw body), verified before it is listed."""
+    """A snapshot file from elsewhere (the raw body), verified before it is listed; refused
+    before it is stored when it would pass your storage quota."""
     snapshot = await snapshots.upload_snapshot(
         session=session,
         settings=settings,
@@ -96,6 +98,7 @@ async def upload_snapshot(
         body=request.stream(),
         name=name,
         expected_sha256=checksum,
+        size_hint=content_length,
     )
     return SnapshotRead.model_validate(snapshot)
 

@@ -9,24 +9,32 @@ instance is never touched by either.
 
 Re-spawning unpacks a snapshot into a new instance and runs its ``restore`` phase, or
 ``execute`` with ``DTAAS_RESTORE=1``, with the state where it was saved.
+
+Snapshots count towards their owner's storage quota (``accounting``): a snapshot is not
+started when the owner's storage is full (a periodic one is recorded as failed with the
+reason, keeping the older ones), an upload stops as soon as it would pass the quota, and
+a packed snapshot that would pass it is marked failed and its file removed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dtaas.accounting.budget import ADVICE, StorageBudget
 from dtaas.config import Settings
 from dtaas.db import utcnow
-from dtaas.errors import Conflict, InvalidInput, NotFound
+from dtaas.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from dtaas.library import service as library
 from dtaas.lifecycle import archive, service
 from dtaas.lifecycle.models import (
     Instance,
@@ -59,6 +67,60 @@ def state_dir(settings: Settings, instance: Instance) -> Path:
     return service.working_copy(settings, instance) / STATE_DIR
 
 
+# --- storage (for accounting) ------------------------------------------------------------------
+
+
+def bytes_used(*, session: Session, owner_id: int) -> int:
+    """What a user's ready snapshots take: the sizes of their files."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Snapshot.size_bytes), 0)).where(
+            Snapshot.owner_id == owner_id, Snapshot.state == SnapshotState.READY
+        )
+    )
+    return int(total or 0)
+
+
+def instances_bytes_used(
+    *,
+    session: Session,
+    settings: Settings,
+    owner_id: int,
+    measure: Callable[[Path], int] = library.tree_bytes,
+) -> int:
+    """What a user's instances take on disk: working copies, logs and job files.
+
+    ``measure`` walks one instance's folder (accounting passes one that caches).
+    """
+    ids = session.scalars(select(Instance.id).where(Instance.owner_id == owner_id)).all()
+    return sum(measure(service.instance_dir(settings, instance_id)) for instance_id in ids)
+
+
+def _budget_of(
+    session: Session, settings: Settings, *, owner_id: int, username: str
+) -> StorageBudget:
+    # Imported here: accounting measures storage through this module, so importing it at
+    # load time would make the two modules import each other.
+    from dtaas.accounting import service as accounting
+
+    return accounting.budget_for(
+        session=session, settings=settings, user_id=owner_id, username=username
+    )
+
+
+def _prunable_bytes(session: Session, instance: Instance) -> int:
+    """The periodic snapshots that one more ready one would prune, in bytes."""
+    ready = session.scalars(
+        select(Snapshot.size_bytes)
+        .where(
+            Snapshot.instance_id == instance.id,
+            Snapshot.auto.is_(True),
+            Snapshot.state == SnapshotState.READY,
+        )
+        .order_by(Snapshot.id.desc())
+    ).all()
+    return sum(size or 0 for size in ready[max(0, instance.auto_snapshot_keep - 1) :])
+
+
 # --- taking a snapshot -----------------------------------------------------------------------
 
 
@@ -73,7 +135,7 @@ def create_snapshot(
     """Start saving an instance; the snapshot is ready once its file is complete.
 
     Raises: PermissionDenied; NotFound; Conflict if the instance has no working copy or
-    a snapshot of it is already being taken.
+    a snapshot of it is already being taken; QuotaExceeded when the owner's storage is full.
     """
     require(actor, Permission.OPERATE)
     instance = service.get_instance(session=session, actor=actor, instance_id=instance_id)
@@ -88,7 +150,11 @@ def start_snapshot(
     name: str | None = None,
     auto: bool = False,
 ) -> Snapshot:
-    """``create_snapshot`` without the caller checks (also used for periodic snapshots)."""
+    """``create_snapshot`` without the caller checks (also used for periodic snapshots).
+
+    A periodic snapshot refused for the quota is recorded as failed with the reason, not
+    raised: the supervisor goes on, and the older snapshots stay.
+    """
     if instance.state not in SAVABLE:
         raise Conflict(
             f"Instance {instance.id} is {instance.state.value}, so it cannot be saved; an "
@@ -96,6 +162,12 @@ def start_snapshot(
             loc=["instance_id"],
         )
     service.refuse_while_saving(session, instance, "be saved again")
+    try:
+        _require_room(session, settings, instance, auto=auto)
+    except QuotaExceeded as exc:
+        if not auto:
+            raise
+        return _refuse_auto(session, instance, exc.message)
     state = state_dir(settings, instance)
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
@@ -122,6 +194,48 @@ def start_snapshot(
         instance.id,
         snapshot.state.value,
     )
+    return snapshot
+
+
+def _require_room(session: Session, settings: Settings, instance: Instance, *, auto: bool) -> None:
+    """Raises QuotaExceeded when the owner's storage is full (a snapshot's size is known
+    only once it is packed; ``pack_snapshot`` checks it then)."""
+    budget = _budget_of(session, settings, owner_id=instance.owner_id, username=instance.owner_name)
+    free = budget.free_bytes()
+    reclaimed = _prunable_bytes(session, instance) if auto else 0
+    if free is not None and free + reclaimed <= 0:
+        raise budget.refusal(doing="Taking a snapshot", needed=None, loc=["instance_id"])
+
+
+def _refuse_auto(session: Session, instance: Instance, reason: str) -> Snapshot:
+    """Record a periodic snapshot refused for the quota; only the newest such record is
+    kept, so a full quota does not add a row every period."""
+    for old in session.scalars(
+        select(Snapshot).where(
+            Snapshot.instance_id == instance.id,
+            Snapshot.auto.is_(True),
+            Snapshot.state == SnapshotState.FAILED,
+        )
+    ).all():
+        if old.details.get("quota_exceeded"):
+            session.delete(old)
+    now = utcnow()
+    snapshot = Snapshot(
+        owner_id=instance.owner_id,
+        instance_id=instance.id,
+        twin_path=instance.twin_path,
+        name=f"{instance.name} {now:%Y-%m-%d %H:%M:%S}",
+        state=SnapshotState.FAILED,
+        reason=reason,
+        auto=True,
+        uploaded=False,
+        details={"quota_exceeded": True},
+        created_at=now,
+        completed_at=now,
+    )
+    session.add(snapshot)
+    session.commit()
+    log.info("periodic snapshot refused instance_id=%s reason=quota", instance.id)
     return snapshot
 
 
@@ -191,6 +305,16 @@ def pack_snapshot(settings: Settings, sessions: sessionmaker[Session], snapshot_
             snapshot.completed_at = utcnow()
             session.commit()
             return
+        refusal = _refusal_when_packed(session, settings, instance, snapshot, size)
+        if refusal is not None:
+            snapshot_file(settings, snapshot.id).unlink(missing_ok=True)
+            snapshot.state = SnapshotState.FAILED
+            snapshot.reason = refusal
+            snapshot.details = {**metadata, "quota_exceeded": True}
+            snapshot.completed_at = utcnow()
+            session.commit()
+            log.info("snapshot over quota snapshot_id=%s bytes=%s", snapshot.id, size)
+            return
         snapshot.state = SnapshotState.READY
         snapshot.size_bytes = size
         snapshot.sha256 = digest
@@ -200,6 +324,21 @@ def pack_snapshot(settings: Settings, sessions: sessionmaker[Session], snapshot_
         log.info("snapshot ready snapshot_id=%s bytes=%s", snapshot.id, size)
         if snapshot.auto:
             _prune_auto(session, settings, instance)
+
+
+def _refusal_when_packed(
+    session: Session, settings: Settings, instance: Instance, snapshot: Snapshot, size: int
+) -> str | None:
+    """Why a packed snapshot of ``size`` bytes cannot be kept, or None if it fits.
+
+    A periodic snapshot may use what pruning the oldest periodic one would free.
+    """
+    budget = _budget_of(session, settings, owner_id=instance.owner_id, username=instance.owner_name)
+    free = budget.free_bytes()
+    needed = size - (_prunable_bytes(session, instance) if snapshot.auto else 0)
+    if free is None or needed <= free:
+        return None
+    return f"Its packed file was removed: keeping it {budget.describe(needed=needed)} {ADVICE}"
 
 
 def _prune_auto(session: Session, settings: Settings, instance: Instance) -> None:
@@ -306,23 +445,37 @@ async def upload_snapshot(
     body: AsyncIterator[bytes],
     name: str | None,
     expected_sha256: str | None,
+    size_hint: int | None = None,
 ) -> Snapshot:
     """Store a snapshot file made elsewhere, once it is verified to be safe to use.
 
-    Raises: PermissionDenied; InvalidInput for a damaged, unsafe or mismatching file.
+    ``size_hint`` (the request's Content-Length) refuses a file that cannot fit before it
+    is sent; without it, the upload stops as soon as it would pass the quota.
+
+    Raises: PermissionDenied; InvalidInput for a damaged, unsafe or mismatching file;
+    QuotaExceeded when the file would pass the caller's storage quota.
     """
     require(actor, Permission.OPERATE)
     if expected_sha256 is not None and not _is_sha256(expected_sha256):
         raise InvalidInput(
             "The checksum must be 64 hexadecimal digits (sha256).", loc=["header", "checksum"]
         )
+    budget = _budget_of(session, settings, owner_id=actor.user_id, username=actor.username)
+    doing = "Uploading this snapshot"
+    room = await asyncio.to_thread(budget.free_bytes)  # may walk the disk
+    if room is not None and size_hint is not None and size_hint > room:
+        raise budget.refusal(doing=doing, needed=size_hint, loc=["body"])
     folder = snapshots_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
     received = folder / f".upload-{uuid.uuid4().hex}.partial"
     digest = hashlib.sha256()
+    written = 0
     try:
         with received.open("wb") as handle:
             async for chunk in body:
+                written += len(chunk)
+                if room is not None and written > room:
+                    raise budget.refusal(doing=doing, needed=None, loc=["body"])
                 digest.update(chunk)
                 handle.write(chunk)
         actual = digest.hexdigest()

@@ -35,7 +35,7 @@ from dtaas.lifecycle import service, snapshots
 from dtaas.lifecycle.models import Instance, InstanceState, Job, JobState, Snapshot, SnapshotState
 from dtaas.security.models import User
 from dtaas.security.permissions import ROLE_PERMISSIONS, Permission
-from dtaas.services import isolation
+from dtaas.services import accounts
 from dtaas.services import service as services
 from dtaas.twins import service as twins
 from dtaas.twins.manifest import parse_duration, parse_memory
@@ -200,8 +200,14 @@ def build_spec(
     )
     if manifest and manifest.serve and manifest.serve.phase == job.phase:
         env["DTAAS_HTTP_PORT"] = str(_free_port())
-    if manifest and "postgres" in manifest.services and settings.postgres_url:
-        env["DTAAS_POSTGRES_URL"] = isolation.provision(settings, instance.id)
+    env.update(
+        accounts.provision(
+            settings,
+            instance_id=instance.id,
+            owner=instance.owner_name,
+            kinds=manifest.services if manifest else [],
+        )
+    )
     for name, value in instance.values.items():
         env[f"DTAAS_PARAM_{name.upper()}"] = _env_value(value)
     out, err = service.log_paths(settings, job)
@@ -447,7 +453,7 @@ class Supervisor:
             instance.state == InstanceState.TERMINATING and not remaining
         ):
             service.mark_terminated(instance)
-            isolation.revoke(self.settings, instance.id)
+            accounts.revoke(self.settings, instance.id)
         elif instance.state == InstanceState.BUSY and not remaining:
             instance.state = InstanceState.READY
         session.commit()

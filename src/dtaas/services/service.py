@@ -14,6 +14,7 @@ from dtaas.config import Settings
 from dtaas.errors import NotFound
 from dtaas.security.permissions import Permission, Principal, require
 from dtaas.services import broker as embedded
+from dtaas.services import mqtt_accounts, mqtt_names
 from dtaas.services.checks import Target
 from dtaas.services.credentials import UNDECRYPTABLE, decrypt_password
 from dtaas.services.health import Health, HealthMonitor
@@ -63,10 +64,15 @@ def connection_env(
 
     A service the site has not configured is left out; the DT's dry run reports it.
     Every job gets its instance's MQTT topic prefix, ``dtaas/<owner>/<instance>/``.
+    Where the broker isolates instances, MQTT is left out too: the platform's URL carries
+    its own (or the dynsec admin's) account, and the instance's own account comes from
+    ``accounts.provision``.
     """
-    env = {TOPIC_PREFIX_VAR: f"dtaas/{owner}/{instance_id}/"}
+    env = {TOPIC_PREFIX_VAR: mqtt_names.topic_prefix(owner, instance_id)}
     for name in service_kinds:
         kind = ServiceKind(name) if name in PLATFORM_NAMES else None
+        if kind == ServiceKind.MQTT and mqtt_accounts.isolation(settings) is not None:
+            continue
         url = platform_url(settings, kind) if kind is not None else None
         if kind is not None and url:
             env[ENV_VARS[kind]] = url
@@ -86,9 +92,16 @@ def _platform_entries(settings: Settings) -> list[tuple[Target, Source]]:
 
 
 def _embedded_target(settings: Settings) -> Target:
-    url = embedded.embedded_mqtt_url(settings)
-    if url is not None:
-        return Target(name="mqtt", kind=ServiceKind.MQTT, url=url)
+    broker = embedded.running_broker(settings)
+    if broker is not None:
+        # The address alone is shown; the check signs in as the platform.
+        return Target(
+            name="mqtt",
+            kind=ServiceKind.MQTT,
+            url=broker.url,
+            username=mqtt_names.platform_username(settings),
+            password=mqtt_names.platform_password(settings),
+        )
     return Target(
         name="mqtt",
         kind=ServiceKind.MQTT,
@@ -124,7 +137,9 @@ def _read(
     if row is not None:
         username, has_password, description = row.username, row.has_password, row.description
     else:
-        username, has_password, description = parts.username, parts.password is not None, ""
+        username = target.username or parts.username
+        has_password = target.password is not None or parts.password is not None
+        description = ""
     return ServiceRead(
         name=target.name,
         kind=target.kind,

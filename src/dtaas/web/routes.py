@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from dtaas.accounting import service as accounting
+from dtaas.accounting.budget import format_bytes
 from dtaas.db import SessionDep
 from dtaas.errors import CsrfFailed
 from dtaas.security import service as security
@@ -72,11 +74,22 @@ def home(request: Request, session: SessionDep, actor: CurrentActor) -> HTMLResp
 
 
 @router.get("/account", response_class=HTMLResponse)
-def account(request: Request, session: SessionDep, actor: CurrentActor) -> HTMLResponse:
-    """Your profile, password and API tokens."""
+def account(
+    request: Request, session: SessionDep, settings: SettingsDep, actor: CurrentActor
+) -> HTMLResponse:
+    """Your profile, storage, password and API tokens."""
     user = security.get_user(session=session, actor=actor, username=actor.username)
     tokens = security.list_tokens(session=session, actor=actor)
-    return render(request, "account.html", actor=actor, user=user, tokens=tokens)
+    storage = accounting.get_storage(session=session, settings=settings, actor=actor)
+    return render(
+        request,
+        "account.html",
+        actor=actor,
+        user=user,
+        tokens=tokens,
+        storage=storage,
+        format_bytes=format_bytes,
+    )
 
 
 @router.post("/account/password", response_class=HTMLResponse)

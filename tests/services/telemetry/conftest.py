@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -159,7 +160,8 @@ def site(site_settings: Settings) -> Iterator[Site]:
 
 @pytest.fixture(params=["mosquitto", "embedded"])
 def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The machine's Mosquitto (shared with other tests) or a private embedded broker."""
+    """The machine's Mosquitto (shared with other tests) or a private embedded broker, the
+    latter with the platform's own account in the URL (it refuses anonymous clients)."""
     if request.param == "mosquitto":
         yield MOSQUITTO_URL
         return
@@ -167,7 +169,9 @@ def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     running = embedded.start_embedded_mqtt(own)
     assert running is not None, "the embedded broker did not start"
     try:
-        yield running.url
+        url = embedded.embedded_mqtt_url(own)
+        assert url is not None
+        yield url
     finally:
         embedded.stop_embedded_mqtt(own, running)
 
@@ -188,14 +192,15 @@ class Publisher:
     """A paho client publishing with QoS 1, each message acknowledged by the broker."""
 
     def __init__(self, url: str) -> None:
-        host_port = url.split("://", 1)[1].rstrip("/")
-        host, port = host_port.rsplit(":", 1)
+        parts = urlsplit(url)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"
         )
+        if parts.username:
+            self.client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
         connected = threading.Event()
         self.client.on_connect = lambda *_args: connected.set()
-        self.client.connect(host, int(port))
+        self.client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
         self.client.loop_start()
         assert connected.wait(SUBSCRIBE_SECONDS), f"could not connect to {url}"
 

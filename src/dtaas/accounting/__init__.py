@@ -1,0 +1,1 @@
+"""Accounting: what each user stores, their storage quota and its enforcement."""
