@@ -318,6 +318,24 @@ def test_a_cleaned_instance_cannot_be_saved(client, driver, settings, as_alice):
     )
 
 
+def test_an_instance_on_ray_without_a_shared_directory_cannot_be_saved(
+    client, session, settings, as_alice
+):
+    """Its jobs work in uploaded copies on the Ray nodes: the platform would pack a stale
+    working copy and never see the save script's state, so it refuses, saying why."""
+    twin = write_twin(settings, "alice/digital_twins/plain", {"execute": "#!/bin/sh\necho hi\n"})
+    instance_id = new_instance(client, as_alice, twin)
+    session.execute(update(Instance).where(Instance.id == instance_id).values(executor="ray"))
+    assert settings.ray_shared_dir is None
+
+    response = client.post(f"{API}/instances/{instance_id}/snapshots", headers=as_alice)
+
+    assert response.status_code == 409
+    assert "DTAAS_RAY_SHARED_DIR" in error_of(response)["msg"]
+    assert client.get(f"{API}/instances/{instance_id}/snapshots", headers=as_alice).json() == []
+    assert listed(settings) == []
+
+
 # --- upload and download --------------------------------------------------------------------------
 
 

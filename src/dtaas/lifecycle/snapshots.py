@@ -161,6 +161,15 @@ def start_snapshot(
             "instance can be saved while it is ready, busy or terminated.",
             loc=["instance_id"],
         )
+    if instance.executor == "ray" and settings.ray_shared_dir is None:
+        # Without a shared directory a Ray job works in an uploaded copy of the working
+        # copy: neither its save script's state nor what it wrote ever reach the platform.
+        raise Conflict(
+            f"Instance {instance.id} runs on Ray without a shared data directory, so the "
+            "platform cannot reach what its jobs write and cannot save it; an administrator "
+            "sets DTAAS_RAY_SHARED_DIR to storage every Ray node mounts (docs/ray.md).",
+            loc=["instance_id"],
+        )
     service.refuse_while_saving(session, instance, "be saved again")
     try:
         _require_room(session, settings, instance, auto=auto)
