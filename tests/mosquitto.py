@@ -121,6 +121,9 @@ def start_dynsec_mosquitto(folder: Path) -> Mosquitto:
     )
     process = subprocess.Popen(
         [MOSQUITTO, "-c", str(config)],
+        # Nothing of the test's own environment (see tests/rabbitmq.py): a test that kills
+        # the processes naming its folder must not find the shared broker among them.
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

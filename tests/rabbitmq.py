@@ -106,7 +106,13 @@ class RabbitNode:
         return "\n".join(path.read_text(errors="replace")[-2000:] for path in logs if path.exists())
 
     def stop(self) -> None:
-        """Terminate the node's process group, then kill anything of it that is left."""
+        """Terminate the node's process group, then kill anything of it that is left.
+
+        A node that ended on its own leaves its log beside its folder (``…-died.log``)."""
+        if self.process.poll() is not None:
+            died = self.base_dir.with_name(f"{self.base_dir.name}-died.log")
+            died.write_text(f"exit status {self.process.returncode}\n{self.log_tail()}")
+            log.warning("the RabbitMQ node %s had ended on its own; see %s", self.name, died)
         with suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)  # the script stops the VM cleanly
         try:
@@ -124,11 +130,9 @@ class RabbitNode:
 
 
 def _environment(name: str, base_dir: Path, dist_port: int) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("RABBITMQ_", "ERL_")) and key != "NODENAME"
-    }
+    # Nothing of the test's own environment: a test that names its folder there (e.g.
+    # DTAAS_DATA_DIR) and then kills the processes naming it would kill the shared node.
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     env.update(
         {
             "HOME": str(base_dir),  # the Erlang cookie is made here, not in /root

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from dtaas.db import SessionDep
 from dtaas.lifecycle import service as lifecycle
 from dtaas.security.deps import CurrentActor, SettingsDep
-from dtaas.services import results, results_preview, telemetry_query
+from dtaas.services import mqtt_names, results, results_preview, telemetry_query
 from dtaas.services.service import TOPIC_PREFIX_VAR
 from dtaas.web.instances import NAV_HREF, Formats
 from dtaas.web.pages import render
@@ -63,7 +63,7 @@ def explore_page(
         listing=results.list_results(
             session=session, settings=settings, actor=actor, instance_id=instance_id
         ),
-        topic_prefix=f"dtaas/{instance.owner_name}/{instance.id}/",
+        topic_prefix=mqtt_names.topic_prefix(instance.owner_name, instance.id),
         topic_prefix_var=TOPIC_PREFIX_VAR,
         latest=jobs[-1] if jobs else None,
         config=config,  # tojson in the template escapes '<' so no name can end the script
