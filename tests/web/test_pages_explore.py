@@ -75,6 +75,15 @@ def _publish(client: mqtt.Client, topic: str, payload: str) -> None:
     assert info.is_published()
 
 
+def job_end(api: httpx.Client, job_id: int) -> str:
+    """Wait for a job to end; its final state ("succeeded" or "failed")."""
+    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
+    while (state := api.get(f"/jobs/{job_id}").json()["state"]) not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, f"job {job_id} did not end"
+        time.sleep(0.5)
+    return str(state)
+
+
 def _points(page: Page, field: str) -> int:
     count: int = page.evaluate(POINTS, field)
     return count
@@ -105,11 +114,7 @@ def test_the_example_dts_telemetry_reaches_the_chart_live_and_its_csv_is_preview
     expect(page.locator('[data-count-for="x"]')).to_contain_text("points")
     page.screenshot(path=str(tmp_path / "explore-live.png"), full_page=True)
 
-    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
-    while api.get(f"/jobs/{job.json()['id']}").json()["state"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline, "the example's execute did not end"
-        time.sleep(0.5)
-    assert api.get(f"/jobs/{job.json()['id']}").json()["state"] == "succeeded"
+    assert job_end(api, job.json()["id"]) == "succeeded"
     page.locator("#results-refresh").click()
     row = page.locator('tr.result-row[data-path="results/trajectory.csv"]')
     row.get_by_role("button", name="Preview").click()

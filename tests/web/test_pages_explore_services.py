@@ -9,7 +9,6 @@ Screenshots go to the test's temporary folder (``explore-mosquitto.png``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tests.web.conftest import (
     sign_in,
     start_platform,
 )
-from tests.web.test_pages_explore import JOB_DEADLINE_SECONDS, _deploy, _wait_for_more_points
+from tests.web.test_pages_explore import _deploy, _wait_for_more_points, job_end
 
 pytestmark = pytest.mark.browser
 
@@ -93,14 +92,7 @@ def test_the_example_publishes_to_mosquitto_and_its_chart_and_csv_show_it(
     assert later > first
     page.screenshot(path=str(tmp_path / "explore-mosquitto.png"), full_page=True)
 
-    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
-    while (state := api.get(f"/jobs/{job.json()['id']}").json()["state"]) not in (
-        "succeeded",
-        "failed",
-    ):
-        assert time.monotonic() < deadline, "the example's execute did not end"
-        time.sleep(0.5)
-    assert state == "succeeded"
+    assert job_end(api, job.json()["id"]) == "succeeded"
     log = api.get(f"/jobs/{job.json()['id']}/logs").text
     assert f"publishing to dtaas/{explorer}/{instance_id}/telemetry" in log
 
@@ -128,13 +120,7 @@ def test_the_rabbitmq_example_runs_on_the_machines_broker_and_its_csv_is_preview
     assert response.status_code == 201, response.text
     instance_id = response.json()["id"]
     job = api.post(f"/instances/{instance_id}/phases", json={"phase": "execute"}).json()
-    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
-    while (state := api.get(f"/jobs/{job['id']}").json()["state"]) not in (
-        "succeeded",
-        "failed",
-    ):
-        assert time.monotonic() < deadline, "the tank's execute did not end"
-        time.sleep(0.5)
+    state = job_end(api, job["id"])
     assert state == "succeeded", api.get(f"/jobs/{job['id']}/logs?stream=stderr").text
 
     sign_in(page, site, explorer, TEST_PASSWORD)
