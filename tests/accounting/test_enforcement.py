@@ -411,3 +411,68 @@ def test_a_snapshot_upload_without_a_length_stops_at_the_quota(
         f"1.0 MiB free. {ADVICE}"
     )
     assert list(snapshots.snapshots_dir(settings).iterdir()) == []
+
+
+def _ready_snapshot(
+    api: TestClient, session: Session, settings: Settings, instance: Instance, as_alice: Headers
+) -> int:
+    """A snapshot of the instance after 64 KiB of incompressible data went into it."""
+    data = lifecycle.working_copy(settings, instance) / "state.bin"
+    data.write_bytes(random.Random(7).randbytes(64 * KIB))
+    started = api.post(f"{API}/instances/{instance.id}/snapshots", headers=as_alice)
+    assert started.status_code == 202, started.text
+    snapshot_id: int = started.json()["id"]
+    snapshots.pack_snapshot(settings, bound_sessions(session), snapshot_id)
+    assert api.get(f"{API}/snapshots/{snapshot_id}", headers=as_alice).json()["state"] == "ready"
+    return snapshot_id
+
+
+def test_respawning_into_full_storage_is_refused_and_creates_nothing(
+    api: TestClient,
+    session: Session,
+    as_alice: Headers,
+    settings: Settings,
+    instance: Instance,
+    library: Path,
+    set_quota,
+):
+    snapshot_id = _ready_snapshot(api, session, settings, instance, as_alice)
+    size = api.get(f"{API}/snapshots/{snapshot_id}", headers=as_alice).json()["size_bytes"]
+    leave_free(settings, instance, library, 0, snapshots_bytes=size)
+    set_quota("alice", 1)
+
+    response = api.post(f"{API}/snapshots/{snapshot_id}/respawn", headers=as_alice, json={})
+
+    assert refusal(response, ["snapshot_id"]) == (
+        f"Re-spawning this snapshot would pass your storage quota: 1.0 MiB of 1.0 MiB used, "
+        f"0 bytes free. {ADVICE}"
+    )
+    assert [i["id"] for i in api.get(f"{API}/instances", headers=as_alice).json()] == [instance.id]
+
+
+def test_respawning_a_snapshot_larger_than_what_is_free_is_refused_and_leaves_nothing(
+    api: TestClient,
+    session: Session,
+    as_alice: Headers,
+    settings: Settings,
+    instance: Instance,
+    library: Path,
+    set_quota,
+):
+    snapshot_id = _ready_snapshot(api, session, settings, instance, as_alice)
+    size = api.get(f"{API}/snapshots/{snapshot_id}", headers=as_alice).json()["size_bytes"]
+    leave_free(settings, instance, library, 16 * KIB, snapshots_bytes=size)  # < 64 KiB unpacked
+    set_quota("alice", 1)
+    instances_dir = lifecycle.instance_dir(settings, instance.id).parent
+    before = sorted(p.name for p in instances_dir.iterdir())
+
+    response = api.post(f"{API}/snapshots/{snapshot_id}/respawn", headers=as_alice, json={})
+
+    assert refusal(response, ["snapshot_id"]).startswith(
+        "Re-spawning this snapshot would pass your storage quota: "
+    )
+    assert sorted(p.name for p in instances_dir.iterdir()) == before
+    assert len(api.get(f"{API}/instances", headers=as_alice).json()) == 1
+    set_quota("alice", None)  # with room, the same snapshot re-spawns
+    again = api.post(f"{API}/snapshots/{snapshot_id}/respawn", headers=as_alice, json={})
+    assert again.status_code == 201, again.text

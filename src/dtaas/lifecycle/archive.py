@@ -31,6 +31,10 @@ class ArchiveError(Exception):
     """A snapshot file that cannot be used; the message says why."""
 
 
+class ArchiveTooLarge(ArchiveError):
+    """Raised by ``unpack`` when the members add up to more than it may write."""
+
+
 class _HashingWriter(io.RawIOBase):
     """Passes bytes on to ``target`` and hashes them on the way."""
 
@@ -151,7 +155,7 @@ def unpack(path: Path, target: Path, *, max_bytes: int) -> None:
             raise ArchiveError(f"unexpected member {member.name!r} outside {TREE}/")
         total += member.size
         if total > max_bytes:
-            raise ArchiveError(f"the snapshot unpacks to more than {max_bytes} bytes")
+            raise ArchiveTooLarge(f"the snapshot unpacks to more than {max_bytes} bytes")
         try:
             return tarfile.data_filter(member, dest)
         except tarfile.FilterError as exc:

@@ -556,11 +556,19 @@ def respawn(
     """A new instance from a snapshot, restoring its state (``restore`` or ``execute``).
 
     Raises: PermissionDenied; NotFound; Conflict unless the snapshot is ready and its file
-    intact; InvalidInput for an unknown executor.
+    intact; InvalidInput for an unknown executor; QuotaExceeded when the unpacked copy
+    would not fit in the caller's storage.
     """
     require(actor, Permission.OPERATE)
     snapshot = get_snapshot(session=session, actor=actor, snapshot_id=snapshot_id)
     _require_ready(snapshot, "re-spawned")
+    budget = _budget_of(session, settings, owner_id=actor.user_id, username=actor.username)
+    doing = "Re-spawning this snapshot"
+    free = budget.free_bytes()
+    if free is not None and free <= 0:
+        raise budget.refusal(doing=doing, needed=None, loc=["snapshot_id"])
+    # Its unpacked size is known only while unpacking: the quota bounds it there.
+    limit = settings.snapshot_max_bytes if free is None else min(free, settings.snapshot_max_bytes)
     if executor is not None and executor not in service.EXECUTORS:
         raise InvalidInput(
             f"Unknown executor {executor!r}; choose one of: {', '.join(service.EXECUTORS)}.",
@@ -593,9 +601,7 @@ def respawn(
     try:
         home.mkdir(parents=True, exist_ok=True)
         (home / "logs").mkdir(exist_ok=True)
-        archive.unpack(
-            path, service.working_copy(settings, instance), max_bytes=settings.snapshot_max_bytes
-        )
+        archive.unpack(path, service.working_copy(settings, instance), max_bytes=limit)
         phases = service.available_phases(settings, instance)
         phase = (
             RESTORE_PHASE if RESTORE_PHASE in phases else "execute" if "execute" in phases else None
@@ -605,6 +611,12 @@ def respawn(
             job.provenance = {**job.provenance, "restore": True, "snapshot_id": snapshot.id}
             instance.state = InstanceState.BUSY
         session.commit()
+    except archive.ArchiveTooLarge as exc:
+        session.rollback()
+        shutil.rmtree(home, ignore_errors=True)
+        if free is not None and limit == free:
+            raise budget.refusal(doing=doing, needed=None, loc=["snapshot_id"]) from exc
+        raise Conflict(f"Snapshot {snapshot.id} cannot be re-spawned: {exc}.") from exc
     except archive.ArchiveError as exc:
         session.rollback()
         shutil.rmtree(home, ignore_errors=True)
