@@ -355,6 +355,10 @@ class CrashAfterSpawn(Executor):
 
     def __init__(self, inner: Executor) -> None:
         self.inner = inner
+        # The supervisor builds a sandboxed job's paths when its executor has bwrap; without
+        # this, the job got host paths inside the sandbox and failed at once ("Can't chdir"),
+        # so the test saw its shim only if it looked within that moment.
+        self.bwrap = getattr(inner, "bwrap", None)
         self.handles: list[dict[str, Any]] = []
 
     def start(self, spec: JobSpec) -> dict[str, Any]:
@@ -391,7 +395,15 @@ def test_a_job_spawned_just_before_a_crash_is_not_left_running_unrecorded(
     with pytest.raises(PlatformCrash):
         doomed.tick()
     root = settings.data_dir.resolve()
-    wait_until(lambda: shims_of(root) == 1, message="the spawned job running")
+    try:
+        wait_until(lambda: shims_of(root) == 1, message="the spawned job running")
+    except AssertionError as exc:  # seen once in CI: say what the job left behind
+        left = {
+            str(path.relative_to(root)): path.read_text(errors="replace")[-500:]
+            for path in root.rglob("*")
+            if path.is_file() and path.suffix in (".log", ".json", ".out", ".err")
+        }
+        raise AssertionError(f"{exc}; {shims_of(root)} shims alive; files: {left}") from exc
 
     driver.tick()  # the restarted platform's first tick
     recorded = state_of(session, job_id)
