@@ -21,11 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import re
-import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -38,11 +34,9 @@ from typing import Any
 
 import httpx
 import psutil
+from server import STOP_TIMEOUT, Server, wait_until
 
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 POLL_SECONDS = 0.001  # how often a log file is looked at while timing the first line
-PASSWORD_LINE = re.compile(r"^\s+alice\s+(\S+)\s*$")
 FIRST_LINE = "first line"
 QUICK = f"#!/bin/sh\necho '{FIRST_LINE}'\n"
 SLEEPER = "#!/bin/sh\necho sleeping\nexec sleep 3600\n"
@@ -55,100 +49,23 @@ def write(line: str = "") -> None:
     sys.stdout.flush()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def dtaas_executable() -> str:
-    beside = Path(sys.executable).parent / "dtaas"
-    found = str(beside) if beside.exists() else shutil.which("dtaas")
-    if found is None:
-        raise SystemExit("dtaas is not installed; run this with the project's .venv/bin/python")
-    return found
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-class Site:
+class Site(Server):
     """A throw-away data directory and the `dtaas serve` process running on it."""
 
     def __init__(self, root: Path, *, max_jobs: int) -> None:
-        self.root = root
-        self.data = root / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(root)
         self.max_jobs = max_jobs
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> str:
+    def start(self) -> str:  # type: ignore[override]  # the benchmark signs in as alice
         """Start the server; returns alice's one-time demo password."""
-        environment = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("DTAAS_") and not name.upper().endswith("_PROXY")
-        }
-        environment |= {
-            "DTAAS_DATA_DIR": str(self.data),
-            "DTAAS_DEMO": "true",
-            "DTAAS_LOG_LEVEL": "WARNING",
-            "DTAAS_JOBS_MAX_RUNNING": str(self.max_jobs),
-            "DTAAS_JOBS_MAX_RUNNING_PER_USER": str(self.max_jobs),
-        }
-        workdir = self.root / "cwd"
-        workdir.mkdir()
-        output = self.root / "server.out"
-        with output.open("wb") as out:
-            self.process = subprocess.Popen(  # noqa: S603  # our own executable and arguments
-                [dtaas_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=workdir,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        def password() -> str | None:
-            if self.process is not None and self.process.poll() is not None:
-                raise SystemExit(f"the server stopped:\n{output.read_text()}")
-            for line in output.read_text(errors="replace").splitlines():
-                match = PASSWORD_LINE.match(line)
-                if match:
-                    return match.group(1)
-            return None
-
-        found: str = wait_until(password, timeout=START_TIMEOUT, what="alice's password")
-        wait_until(self.healthy, timeout=START_TIMEOUT, what="/healthz")
-        return found
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1.0, trust_env=False).is_success
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=STOP_TIMEOUT)
+        limit = str(self.max_jobs)
+        settings = {"DTAAS_JOBS_MAX_RUNNING": limit, "DTAAS_JOBS_MAX_RUNNING_PER_USER": limit}
+        return super().start(settings)["alice"]
 
     def leftovers(self) -> list[psutil.Process]:
         """Job processes of this site still alive (shims, sandboxes, jobs)."""

@@ -14,28 +14,22 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import re
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from server import Server
 
 WRK = Path("/usr/bin/wrk")
-START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 SEQUENTIAL_BUDGET = 8.0  # seconds per endpoint; slow endpoints get fewer samples
 MIN_SAMPLES = 5
-PASSWORD_LINE = re.compile(r"^\s+alice\s+(\S+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -72,84 +66,6 @@ def make_assets(files: Path, count: int) -> None:
         asset.mkdir()
         (asset / "description.md").write_text(f"# Asset {index}\n\nModel number {index}.\n")
         (asset / "model.txt").write_text(f"parameter k = {index};\n")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def dtaas_executable() -> str:
-    beside = Path(sys.executable).parent / "dtaas"
-    found = str(beside) if beside.exists() else shutil.which("dtaas")
-    if found is None:
-        raise SystemExit("dtaas is not installed; run this with the project's .venv/bin/python")
-    return found
-
-
-def start_server(site: Path, port: int) -> tuple[subprocess.Popen[str], str]:
-    """Start `dtaas serve` with demo users; returns the process and alice's password."""
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("DTAAS_") and not name.upper().endswith("_PROXY")
-    }
-    environment |= {
-        "DTAAS_DATA_DIR": str(site / "data"),
-        "DTAAS_DEMO": "true",
-        "DTAAS_HOST": "127.0.0.1",
-        "DTAAS_LOG_LEVEL": "WARNING",
-    }
-    workdir = site / "cwd"
-    workdir.mkdir()
-    with (site / "server.err").open("w") as errors:
-        process = subprocess.Popen(  # noqa: S603  # our own executable, arguments are ours
-            [dtaas_executable(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=workdir,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-            start_new_session=True,
-        )
-    assert process.stdout is not None  # noqa: S101  # PIPE was asked for
-    deadline = time.monotonic() + START_TIMEOUT
-    for line in process.stdout:
-        match = PASSWORD_LINE.match(line)
-        if match:
-            return process, match.group(1)
-        if time.monotonic() > deadline:
-            break
-    stop_server(process)
-    raise SystemExit(f"the server printed no password for alice; see {site / 'server.err'}")
-
-
-def stop_server(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT)
-    if process.stdout is not None:
-        process.stdout.close()
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def is_healthy(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/healthz", timeout=1.0, trust_env=False).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def sequential(client: httpx.Client, endpoint: Endpoint) -> list[float]:
@@ -284,11 +200,10 @@ def main() -> None:
         started = time.perf_counter()
         make_assets(site / "data" / "files", options.assets)
         write(f"created {options.assets} assets in {time.perf_counter() - started:.1f} s")
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        process, password = start_server(site, port)
+        server = Server(site)
+        password = server.start({})["alice"]
+        base_url = server.url
         try:
-            wait_until(lambda: is_healthy(base_url), timeout=START_TIMEOUT, what="/healthz")
             login = {"username": "alice", "password": password, "token_name": "bench"}
             created = httpx.post(f"{base_url}/api/v1/auth/token", json=login, trust_env=False)
             created.raise_for_status()
@@ -308,7 +223,7 @@ def main() -> None:
                     median = statistics.median(timings)
                     results.append(Result(endpoint.label, len(timings), median, p99, rate, errors))
         finally:
-            stop_server(process)
+            server.stop()
     report(results, assets=options.assets, load_tool="wrk -t2 -c16" if use_wrk else "8 processes")
 
 

@@ -29,33 +29,28 @@ import argparse
 import contextlib
 import os
 import random
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from server import Server, executable, wait_until
 
 from dtaas.lifecycle import archive
 
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 STEP_TIMEOUT = 600.0  # one snapshot or re-spawn of the whole folder
 # How often a snapshot's state is asked for while timing it: often enough to be precise
 # to a few percent, rarely enough not to slow the server's packing thread (one GIL).
-POLL_SECONDS = 0.05
-PASSWORD_LINE = re.compile(r"^\s+alice\s+(\S+)\s*$")
 EXECUTE = '#!/bin/sh\necho "execute, restore=${DTAAS_RESTORE:-0}"\n'
 API = "/api/v1"
 MB = 1_000_000
@@ -69,29 +64,6 @@ def write(line: str = "") -> None:
     """Print a line of the report (the project forbids print() for logging's sake)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def executable(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if found is None:
-        raise SystemExit(f"{name} is not installed (Debian: apt-get install {name})")
-    return found
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL_SECONDS)
-    return value
 
 
 # --- the data -----------------------------------------------------------------------------
@@ -162,70 +134,12 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
 # --- the site -----------------------------------------------------------------------------
 
 
-class Site:
+class Site(Server):
     """A throw-away data directory and the ``dtaas serve`` process running on it."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data = root / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> str:
+    def start(self) -> str:  # type: ignore[override]  # the benchmark signs in as alice
         """Start the server; returns alice's one-time demo password."""
-        environment = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("DTAAS_") and not name.upper().endswith("_PROXY")
-        }
-        environment |= {
-            "DTAAS_DATA_DIR": str(self.data),
-            "DTAAS_DEMO": "true",
-            "DTAAS_LOG_LEVEL": "WARNING",
-            "DTAAS_EMBEDDED_MQTT": "false",
-        }
-        workdir = self.root / "cwd"
-        workdir.mkdir()
-        output = self.root / "server.out"
-        with output.open("wb") as out:
-            self.process = subprocess.Popen(  # noqa: S603  # our own executable and arguments
-                [executable("dtaas"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=workdir,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        def password() -> str | None:
-            if self.process is not None and self.process.poll() is not None:
-                raise SystemExit(f"the server stopped:\n{output.read_text()}")
-            for line in output.read_text(errors="replace").splitlines():
-                match = PASSWORD_LINE.match(line)
-                if match:
-                    return match.group(1)
-            return None
-
-        found: str = wait_until(password, timeout=START_TIMEOUT, what="alice's password")
-        wait_until(self.healthy, timeout=START_TIMEOUT, what="/healthz")
-        return found
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1.0, trust_env=False).is_success
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=STOP_TIMEOUT)
+        return super().start({"DTAAS_EMBEDDED_MQTT": "false"})["alice"]
 
     def twin_folder(self, name: str) -> Path:
         return self.data / "files" / "alice" / "digital_twins" / name
@@ -317,7 +231,7 @@ def tar_zstd(folder: Path, target: Path, threads: int = 0) -> float:
     """Seconds for ``tar -cf - dt | zstd -T<threads> -3 > target`` (0: one per core)."""
     command = (
         f"{shutil.which('tar')} -cf - -C {folder.parent} {folder.name} "
-        f"| {executable('zstd')} -q -T{threads} -3 > {target}"
+        f"| {executable('zstd', hint='Debian: apt-get install zstd')} -q -T{threads} -3 > {target}"
     )
     started = time.perf_counter()
     subprocess.run(["/bin/sh", "-c", command], check=True)  # noqa: S603  # our own paths
@@ -327,7 +241,8 @@ def tar_zstd(folder: Path, target: Path, threads: int = 0) -> float:
 def untar_zstd(source: Path, target: Path) -> float:
     """Seconds for ``zstd -d < source | tar -x`` into the new folder ``target``."""
     target.mkdir()
-    command = f"{executable('zstd')} -q -d -c {source} | {shutil.which('tar')} -xf - -C {target}"
+    zstd = executable("zstd", hint="Debian: apt-get install zstd")
+    command = f"{zstd} -q -d -c {source} | {shutil.which('tar')} -xf - -C {target}"
     started = time.perf_counter()
     subprocess.run(["/bin/sh", "-c", command], check=True)  # noqa: S603  # our own paths
     return time.perf_counter() - started
@@ -435,7 +350,7 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=100, help="size of the working copy")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each measurement")
     options = parser.parse_args()
-    executable("zstd")
+    executable("zstd", hint="Debian: apt-get install zstd")
 
     with running_site() as (site, client):
         twin = site.twin_folder("bulk")

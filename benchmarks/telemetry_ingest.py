@@ -28,14 +28,10 @@ import argparse
 import contextlib
 import json
 import multiprocessing
-import os
 import re
-import shutil
 import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,22 +41,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+from server import STOP_TIMEOUT, Server
 
 from dtaas.config import Settings
 from dtaas.services import mqtt_names
 
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 STALL_SECONDS = 10.0  # a phase with no progress for this long ends and reports what it got
 POLL_SECONDS = 0.005  # how often the latency phase asks the API
-ADMIN_LINE = re.compile(r"^\s+admin\s+(\S+)\s*$")
 API = "/api/v1"
 BENCH_PASSWORD = "Bench-passw0rd-telemetry"
 MANIFEST = """manifest: 1
@@ -76,32 +69,9 @@ def write(line: str = "") -> None:
     sys.stdout.flush()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def dtaas_executable() -> str:
-    beside = Path(sys.executable).parent / "dtaas"
-    found = str(beside) if beside.exists() else shutil.which("dtaas")
-    if found is None:
-        raise SystemExit("dtaas is not installed; run this with the project's .venv/bin/python")
-    return found
-
-
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def connect(client: mqtt.Client, url: str) -> None:
@@ -264,85 +234,30 @@ def measure_broker(url: str, load: Load) -> tuple[int, float]:
 # --- 2 and 3. the platform -----------------------------------------------------------------
 
 
-class Site:
+class Site(Server):
     """A throw-away data directory and the `dtaas serve` process running on it."""
 
     def __init__(self, root: Path, *, mqtt_url: str | None, database_url: str | None) -> None:
-        self.root = root
-        self.data = root / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(root)
         self.mqtt_url = mqtt_url
         self.database_url = database_url
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def settings(self) -> Settings:
         """The server's settings as far as its secrets go (they live in its data directory)."""
         return Settings(data_dir=self.data, secret_key=None)
 
-    def start(self, *, flush_seconds: float) -> str:
+    def start(self, *, flush_seconds: float) -> str:  # type: ignore[override]
         """Start the server; returns the admin's one-time demo password."""
-        environment = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("DTAAS_") and not name.upper().endswith("_PROXY")
-        }
-        environment |= {
-            "DTAAS_DATA_DIR": str(self.data),
-            "DTAAS_DEMO": "true",
-            "DTAAS_LOG_LEVEL": "WARNING",
+        settings = {
             "DTAAS_EMBEDDED_MQTT_PORT": "0",
             "DTAAS_TELEMETRY_FLUSH_SECONDS": str(flush_seconds),
         }
         if self.mqtt_url:
-            environment["DTAAS_MQTT_URL"] = self.mqtt_url
+            settings["DTAAS_MQTT_URL"] = self.mqtt_url
         if self.database_url:
-            environment["DTAAS_DATABASE_URL"] = self.database_url
-        workdir = self.root / "cwd"
-        workdir.mkdir()
-        output = self.root / "server.out"
-        with output.open("wb") as out:
-            self.process = subprocess.Popen(  # noqa: S603  # our own executable and arguments
-                [dtaas_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=workdir,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: killed whole at the end
-            )
-
-        def password() -> str | None:
-            if self.process is not None and self.process.poll() is not None:
-                raise SystemExit(f"the server stopped:\n{output.read_text()}")
-            for line in output.read_text(errors="replace").splitlines():
-                match = ADMIN_LINE.match(line)
-                if match:
-                    return match.group(1)
-            return None
-
-        found: str = wait_until(password, timeout=START_TIMEOUT, what="the admin's password")
-        wait_until(self.healthy, timeout=START_TIMEOUT, what="/healthz")
-        return found
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1.0, trust_env=False).is_success
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=STOP_TIMEOUT)
+            settings["DTAAS_DATABASE_URL"] = self.database_url
+        return super().start(settings)["admin"]
 
     def write_twin(self, user: str) -> str:
         folder = self.data / "files" / user / "digital_twins" / "bench"
