@@ -222,6 +222,16 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         return _cancelled_before_start(spec)
     _become_subreaper()
     started = time.time()
+    job_file = Path(spec["status"]).with_name("job.json")
+
+    def record_session() -> None:
+        # In the child, after setsid and before exec: the job's session is on disk before
+        # the job runs, so a shim killed at any moment after this leaves it findable.
+        # (Written by the shim after Popen returned, a job could print and the shim die
+        # first: the job then ran on unwatched.)
+        pid = os.getpid()
+        _write_json(job_file, {"session": pid, "start_time": _start_time(pid)})
+
     with Path(spec["stdout"]).open("ab") as out, Path(spec["stderr"]).open("ab") as err:
         child = subprocess.Popen(  # noqa: S603  # argv built by the platform, no shell
             spec["argv"],
@@ -231,11 +241,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             stdout=out,
             stderr=err,
             start_new_session=True,
+            preexec_fn=record_session,  # the shim runs no threads
         )
-    _write_json(
-        Path(spec["status"]).with_name("job.json"),
-        {"session": child.pid, "start_time": _start_time(child.pid)},
-    )
     reason = "exited"
     peak = 0
     interval = FIRST_POLL_SECONDS
